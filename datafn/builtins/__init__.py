@@ -1,0 +1,1 @@
+"""The built-in plugins, registered through the ``datafn`` entry-point group like any other."""

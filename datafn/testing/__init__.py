@@ -1,0 +1,1 @@
+"""Test support for datafn and its plugins: conformance suites and an opt-in pytest plugin."""
