@@ -1,0 +1,1 @@
+"""SQLite (default) and PostgreSQL stores for datafn, built on SQLModel/SQLAlchemy."""

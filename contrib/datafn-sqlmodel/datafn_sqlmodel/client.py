@@ -1,0 +1,1 @@
+"""The client store on SQLite (plugin module of datafn-sqlmodel)."""

@@ -1,0 +1,1 @@
+"""Server stores on SQLite and PostgreSQL (plugin module of datafn-sqlmodel)."""
