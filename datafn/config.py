@@ -49,6 +49,7 @@ __all__ = [
     "Config",
     "DatafnSettings",
     "LimitsSettings",
+    "Section",
     "ServerSettings",
     "SettingsRegistry",
     "SyncSettings",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 if TYPE_CHECKING:
-    from datafn.plugin.manager import AsyncHookCaller
+    from datafn.plugin.manager import AsyncHookCaller, HookFailure
 
 __all__ = ["EVENT_NAMES", "Event", "EventBus", "EventContext", "Listener"]
 
@@ -113,15 +113,14 @@ class EventBus:
             for listener, _once in entries:
                 await self._deliver(listener, event)
         if self._hooks is not None:
+            failures: list[HookFailure] = []
             await self._hooks.call_fail_open(
-                "datafn_on_event",
-                event=event,
-                on_failure=None if name == "plugin_error" else self._report,
+                "datafn_on_event", event=event, on_failure=failures.append
             )
+            if name != "plugin_error":  # a failing plugin_error observer is only logged
+                for failure in failures:
+                    await self.emit("plugin_error", plugin=failure.plugin, error=failure.error)
         return event
-
-    async def _report(self, failure: Any) -> None:
-        await self.emit("plugin_error", plugin=failure.plugin, error=failure.error)
 
     async def _deliver(self, listener: Listener, event: Event) -> None:
         try:

@@ -186,6 +186,10 @@ def datafn_sync_clone(engine: Any, resources: list[str]) -> Any:
 def datafn_sync_pull(engine: Any, resources: list[str]) -> Any:
     """Run the pull phase: cursor-based incremental download (async, firstresult).
 
+    :param engine: the client's sync engine.
+    :param resources: the resources to pull (their per-resource cursors are in the store).
+    :return: a phase report; the first non-None result wins.
+
     Called after clone, by triggers and by ``client.sync.pull()``. Failure policy: propagates.
     """
 
@@ -193,6 +197,9 @@ def datafn_sync_pull(engine: Any, resources: list[str]) -> Any:
 @hookspec(firstresult=True)
 def datafn_sync_push(engine: Any) -> Any:
     """Run the push phase: upload the local changelog in batches (async, firstresult).
+
+    :param engine: the client's sync engine.
+    :return: a phase report; the first non-None result wins.
 
     Called after local writes (debounced), on ``push-interval`` and by ``client.sync.push()``.
     Failure policy: propagates.
@@ -204,6 +211,10 @@ def datafn_sync_clone_up(engine: Any, resources: list[str]) -> Any:
     """Run the cloneUp phase: bulk upload of data created while there was no server
     (async, firstresult).
 
+    :param engine: the client's sync engine.
+    :param resources: the resources whose local records are uploaded.
+    :return: a phase report; the first non-None result wins.
+
     Called by ``client.sync.clone_up()``. Failure policy: propagates.
     """
 
@@ -212,6 +223,10 @@ def datafn_sync_clone_up(engine: Any, resources: list[str]) -> Any:
 def datafn_sync_reconcile(engine: Any, resources: list[str]) -> Any:
     """Run the reconcile phase: compare local and server counts, re-clone mismatches
     (async, firstresult).
+
+    :param engine: the client's sync engine.
+    :param resources: the resources to compare.
+    :return: a phase report; the first non-None result wins.
 
     Called by ``client.sync.reconcile()``. Failure policy: propagates.
     """
@@ -222,6 +237,7 @@ def datafn_sync_loop(engine: Any) -> Any:
     """Run the sync engine's lifecycle loop: seed → clone → pull → push → cloneUp →
     reconcile, then react to triggers until stopped (async, firstresult).
 
+    :param engine: the client's sync engine.
     :return: any non-None value once the loop has ended (it runs until cancelled).
 
     Called by ``client.sync.start()`` inside the engine's task group. Failure policy:
@@ -304,6 +320,8 @@ def datafn_authorize(context: RequestContext, action: str, payload: Any) -> bool
 def datafn_resolve_namespace(identity: Identity | None, headers: dict[str, str]) -> str | None:
     """Map an authenticated identity to its namespace (async, firstresult).
 
+    :param identity: the authenticated identity, ``None`` for anonymous requests.
+    :param headers: the request headers, lower-cased names.
     :return: the namespace (e.g. ``"user:42"``), or ``None`` to leave it to the next plugin;
         when no plugin answers, the namespace is ``"datafn"``.
 

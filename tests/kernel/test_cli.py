@@ -1,0 +1,96 @@
+"""The datafn command line: plugins, config, plugin-added commands, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from datafn.cli import cli
+
+WritePyproject = Callable[[Path, str], Path]
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "datafn", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_plugins_lists_builtins_and_installed_plugins_with_their_hooks(project: Path) -> None:
+    result = run("plugins", "--json", cwd=project)
+    assert result.returncode == 0, result.stderr
+    plugins = {p["name"]: p for p in json.loads(result.stdout)}
+    assert plugins["eventlog"]["builtin"] is True
+    assert plugins["eventlog"]["hooks"] == ["datafn_on_event"]
+    assert plugins["template"]["distribution"] == "datafn-plugin-template"
+    table = run("plugins", cwd=project)
+    assert "eventlog" in table.stdout and "datafn_on_event" in table.stdout
+
+
+def test_config_shows_values_and_their_sources(
+    project: Path, write_pyproject: WritePyproject
+) -> None:
+    write_pyproject(project, "[tool.datafn.sync]\npush-batch-size = 42\n")
+    result = run("config", "--json", cwd=project)
+    assert result.returncode == 0, result.stderr
+    rows = {row["key"]: row for row in json.loads(result.stdout)}
+    assert rows["sync.push-batch-size"] == {
+        "key": "sync.push-batch-size",
+        "value": 42,
+        "source": "pyproject.toml",
+    }
+    assert rows["sync.pull-batch-size"]["source"] == "default"
+
+
+def test_bad_configuration_is_one_line_without_traceback(
+    project: Path, write_pyproject: WritePyproject
+) -> None:
+    write_pyproject(project, '[tool.datafn.sync]\npush-batch-size = "ten"\n')
+    result = run("config", cwd=project)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        'error: tool.datafn.sync.push-batch-size: expected an integer ≥ 1 and ≤ 500, got "ten"'
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_plugins_can_add_commands(project: Path) -> None:
+    from datafn import Runtime, hookimpl
+
+    class Hello:
+        @hookimpl
+        def datafn_add_commands(self, cli: click.Group) -> None:
+            @cli.command(name="hello")
+            def hello() -> None:
+                click.echo("hello from a plugin")
+
+    group = click.Group(commands=dict(cli.commands))
+    Runtime.boot(plugins=[Hello()]).plugins.hook.datafn_add_commands(cli=group)
+    result = CliRunner().invoke(group, ["hello"])
+    assert result.exit_code == 0 and result.output == "hello from a plugin\n"
+
+
+def test_help_works_with_a_broken_configuration(
+    project: Path, write_pyproject: WritePyproject
+) -> None:
+    write_pyproject(project, "[tool.datafn]\nunknown-key = 1\n")
+    result = run("--help", cwd=project)
+    assert result.returncode == 0
+    assert "plugins" in result.stdout and "config" in result.stdout
+
+
+@pytest.mark.parametrize("args", [["nope"], ["plugins", "--bad-flag"]])
+def test_usage_errors_exit_2(project: Path, args: list[str]) -> None:
+    assert run(*args, cwd=project).returncode == 2
