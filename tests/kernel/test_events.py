@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from datafn import Event, EventBus, hookimpl
@@ -36,7 +37,7 @@ async def test_async_listeners_are_awaited_and_once_fires_once() -> None:
     calls: list[str] = []
 
     async def on_async(event: Event) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         calls.append("async")
 
     bus.on("ws_connected", on_async)

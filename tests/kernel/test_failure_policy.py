@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from datafn import HookFailed, SyncContext, SyncVetoed, Veto, hookimpl
@@ -27,7 +28,7 @@ class AddTag:
 
     @hookimpl
     async def datafn_before_sync(self, payload: dict[str, Any]) -> dict[str, Any]:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         return {**payload, "tags": [*payload.get("tags", []), self.tag]}
 
 
@@ -130,12 +131,12 @@ async def test_firstresult_is_applied_after_awaiting() -> None:
     class AsyncNone:
         @hookimpl(tryfirst=True)
         async def datafn_sync_pull(self) -> None:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
 
     class AsyncAnswer:
         @hookimpl
         async def datafn_sync_pull(self, resources: list[str]) -> str:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             return f"pulled {resources}"
 
     class Default:
