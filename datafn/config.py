@@ -131,6 +131,10 @@ class ServerSettings(Section):
     tokens: dict[str, str] = Field(
         default_factory=dict, description="bearer token → subject (built-in authentication)"
     )
+    namespace_template: str | None = Field(
+        None,
+        description='namespace of an authenticated subject, e.g. "user:{subject}"; unset: datafn',
+    )
     shutdown_timeout: float = Field(10.0, ge=0)
     ping_interval: float = Field(30.0, gt=0)
     ping_timeout: float = Field(10.0, gt=0)

@@ -1,0 +1,475 @@
+"""The ASGI application serving the DataFn wire protocol (Starlette).
+
+:func:`create_app` builds it from a :class:`~datafn.runtime.Runtime` (configuration and
+plugins), a schema and a server store. Every request goes through the checks of the protocol,
+in this order, and every answer is an envelope::
+
+    shutdown (503) → rate limit (429) → body size: Content-Length, then the bytes read (413)
+    → JSON parse (400) → authentication (401) / namespace / authorize (403)
+    → validation against the wire models, the limits and the schema (400)
+    → datafn_before_sync (fail-closed) → execution → datafn_after_sync (fail-open)
+
+The application runs standalone (``datafn serve``) or mounted into a Starlette or FastAPI
+application; the store is opened by the lifespan, or on the first request when the host does
+not run the mounted application's lifespan.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from datafn.config import ServerSettings
+from datafn.context import DEFAULT_NAMESPACE, Identity, RequestContext, SyncContext
+from datafn.errors import (
+    ConfigError,
+    Forbidden,
+    HookFailed,
+    ProtocolError,
+    ServiceUnavailable,
+    SyncVetoed,
+    ValidationFailed,
+)
+from datafn.registry import backend_name
+from datafn.runtime import Runtime
+from datafn.schema import Schema, load_schema
+from datafn.server.bus import NotificationBus
+from datafn.server.service import SyncService, resources_of
+from datafn.server.store import ServerStore
+
+__all__ = ["DatafnServer", "create_app", "current_server", "open_bus", "open_store"]
+
+log = logging.getLogger("datafn.server")
+
+_current: ContextVar[DatafnServer | None] = ContextVar("datafn_current_server", default=None)
+
+
+def current_server() -> DatafnServer | None:
+    """The server handling the current request (None outside one).
+
+    Hook implementations use it to read the settings of the server that calls them
+    (``current_server().settings.tokens``), which keeps several servers in one process apart.
+    """
+    return _current.get()
+
+
+_SYNC_ACTIONS = ("clone", "pull", "push", "reconcile", "seed")
+
+_STATUS_BY_CODE = {
+    "FORBIDDEN": 403,
+    "NOT_FOUND": 404,
+    "CONFLICT": 409,
+    "SERVICE_UNAVAILABLE": 503,
+    "INTERNAL": 500,
+    "MUTATION_FAILED": 500,
+}
+
+
+def _json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def _error(
+    code: str, message: str, *, status: int, path: str = "$", details: dict[str, Any] | None = None
+) -> ProtocolError:
+    return ProtocolError(message, code=code, path=path, details=details, http_status=status)
+
+
+def open_store(runtime: Runtime, schema: Schema, url: str | None = None) -> ServerStore:
+    """Build the server store the ``database`` URL (or ``url``) selects, by its scheme."""
+    url = url or runtime.config.server.database
+    factory = runtime.plugins.registry("server store").get(backend_name(url))
+    store = factory(url, schema, runtime.config)
+    if not isinstance(store, ServerStore):
+        raise ConfigError(
+            f"the server store factory for {backend_name(url)!r} did not build a ServerStore",
+            key="tool.datafn.server.database",
+        )
+    return store
+
+
+def open_bus(runtime: Runtime, name: str | None = None) -> NotificationBus:
+    """Build the notification bus the ``notification-bus`` setting (or ``name``) selects."""
+    name = name or runtime.config.server.notification_bus
+    factory = runtime.plugins.registry("notification bus").get(backend_name(name))
+    return factory(name, runtime.config)  # type: ignore[no-any-return]
+
+
+def _load_schema(runtime: Runtime, schema: Any) -> Schema:
+    source = schema if schema is not None else runtime.config.schema_source
+    if source is None:
+        raise ConfigError(
+            'no schema: pass schema= or set it ([tool.datafn] schema = "schema.json" or '
+            "datafn serve --schema FILE)",
+            key="tool.datafn.schema",
+        )
+    if isinstance(source, str | Path) and not Path(source).is_absolute():
+        candidate = runtime.base_dir / source
+        if candidate.exists():
+            source = candidate
+    return load_schema(source)
+
+
+class _RateLimiter:
+    """A token bucket per client address: ``rate`` requests per second, bursts of ``rate``."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.burst = max(1.0, rate)
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if len(self._buckets) > 100_000:  # bounded memory under address churn
+            self._buckets.clear()
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1.0, now)
+        return True
+
+
+class DatafnServer:
+    """The server behind the ASGI app: configuration, plugins, store, bus and the handlers.
+
+    ``server.app`` is the Starlette application; ``app.state.datafn`` points back here.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        schema: Schema | Mapping[str, Any] | str | Path | None = None,
+        store: ServerStore | str | None = None,
+        bus: NotificationBus | None = None,
+        routes: Sequence[BaseRoute] = (),
+    ) -> None:
+        self.runtime = runtime
+        self.settings: ServerSettings = runtime.config.server
+        self.limits = self.settings.limits
+        self.schema = _load_schema(runtime, schema)
+        self.store = (
+            store if isinstance(store, ServerStore) else open_store(runtime, self.schema, store)
+        )
+        self.bus = bus if bus is not None else open_bus(runtime)
+        self.service = SyncService(self.schema, self.store, self.limits, self.bus)
+        self.production = self.settings.production
+        self._caller = runtime.plugins.caller
+        self._rate = (
+            _RateLimiter(self.limits.rate_limit_per_second)
+            if self.limits.rate_limit_per_second
+            else None
+        )
+        self._draining = False
+        self._in_flight = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._opened = False
+        self._open_lock = anyio.Lock()
+        base = self.settings.base_path.rstrip("/")
+        self.base_path = base
+        self.app = Starlette(
+            routes=[
+                Route(f"{base}/status", self._status, methods=["GET"]),
+                *(
+                    Route(f"{base}/{action}", self._endpoint(action), methods=["POST"])
+                    for action in _SYNC_ACTIONS
+                ),
+                *routes,
+            ],
+            exception_handlers={HTTPException: self._http_exception},  # type: ignore[dict-item]
+            lifespan=self._lifespan,
+        )
+        self.app.state.datafn = self
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the store and the bus (idempotent; the lifespan calls it)."""
+        async with self._open_lock:
+            if self._opened:
+                return
+            await self.store.open()
+            try:
+                await self.bus.open()
+            except BaseException:
+                await self.store.aclose()
+                raise
+            self._opened = True
+            self._draining = False
+
+    def begin_shutdown(self) -> None:
+        """From now on every new request is answered 503 ``SERVICE_UNAVAILABLE``."""
+        self._draining = True
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def aclose(self) -> None:
+        """Refuse new requests, wait for those in flight (``shutdown-timeout``), then close."""
+        self.begin_shutdown()
+        with anyio.move_on_after(self.settings.shutdown_timeout):
+            await self._idle.wait()
+        if self._in_flight:
+            log.warning("closing with %d requests still in flight", self._in_flight)
+        async with self._open_lock:
+            if not self._opened:
+                return
+            self._opened = False
+            try:
+                await self.bus.aclose()
+            finally:
+                await self.store.aclose()
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.open()
+        try:
+            yield
+        finally:
+            await self.aclose()
+
+    async def __aenter__(self) -> DatafnServer:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    async def _http_exception(self, request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 405:
+            error = _error(
+                "DFQL_UNSUPPORTED", f"method {request.method} is not allowed here", status=405
+            )
+        elif exc.status_code == 404:
+            error = _error("NOT_FOUND", "no such route", status=404)
+        else:
+            error = _error("DFQL_INVALID", str(exc.detail), status=exc.status_code)
+        return self._error_response(error)
+
+    def _error_response(self, error: ProtocolError) -> Response:
+        status = error.http_status or 500
+        headers = {"Retry-After": "1"} if status in (429, 503) else None
+        return _json_response(error.to_envelope(), status, headers)
+
+    def _internal(self, exc: BaseException) -> ProtocolError:
+        log.error("internal error: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        message = (
+            "internal error" if self.production else f"internal error: {type(exc).__name__}: {exc}"
+        )
+        return _error("INTERNAL", message, status=500)
+
+    def _endpoint(self, action: str) -> Any:
+        async def endpoint(request: Request) -> Response:
+            return await self._handle(request, action)
+
+        endpoint.__name__ = f"datafn_{action}"
+        return endpoint
+
+    async def _status(self, request: Request) -> Response:
+        return await self._handle(request, "status")
+
+    async def _handle(self, request: Request, action: str) -> Response:
+        self._in_flight += 1
+        self._idle = self._idle if self._in_flight > 1 else anyio.Event()
+        token = _current.set(self)
+        try:
+            body = await self._run(request, action)
+        except ProtocolError as exc:
+            return self._error_response(exc)
+        except Exception as exc:
+            return self._error_response(self._internal(exc))
+        finally:
+            _current.reset(token)
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+        return _json_response({"ok": True, "result": body})
+
+    async def _run(self, request: Request, action: str) -> dict[str, Any]:
+        if self._draining:
+            raise ServiceUnavailable("the server is shutting down", http_status=503)
+        client_host = request.client.host if request.client else None
+        if self._rate is not None and not self._rate.allow(client_host or "?"):
+            raise _error("LIMIT_EXCEEDED", "too many requests", status=429)
+        payload: Any = None
+        if action != "status":
+            payload = self._parse(await self._read_body(request))
+        if not self._opened:
+            await self.open()
+        headers = {}
+        for name, value in request.headers.items():
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        identity, namespace = await self._authenticate(headers, action)
+        context = RequestContext(action, identity, namespace, headers, client_host)
+        await self._authorize(context, payload)
+        if action == "status":
+            return self.service.status()
+        prepared = self.service.validate(action, payload)
+        sync_context = SyncContext(
+            side="server",
+            client_id=payload.get("clientId") if isinstance(payload.get("clientId"), str) else None,
+            namespace=namespace,
+            identity=identity,
+            resources=resources_of(action, prepared),
+        )
+        try:
+            replaced = await self._caller.before_sync(action, payload, sync_context)
+        except SyncVetoed as exc:
+            raise self._vetoed(exc) from None
+        if replaced is not payload:
+            payload = replaced
+            prepared = self.service.validate(action, payload)
+        result = await self.service.run(action, namespace, prepared)
+        await self._caller.after_sync(action, payload, result, sync_context)
+        return result
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.limits.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise ValidationFailed("invalid Content-Length header") from None
+            if size > limit:
+                raise self._too_large(limit)
+        chunks = []
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise self._too_large(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _too_large(limit: int) -> ProtocolError:
+        return _error(
+            "LIMIT_EXCEEDED",
+            f"the request body exceeds {limit} bytes",
+            status=413,
+            details={"limit": limit},
+        )
+
+    @staticmethod
+    def _parse(body: bytes) -> Any:
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise ValidationFailed("Invalid JSON", code="DFQL_INVALID") from None
+        if not isinstance(payload, dict):
+            raise ValidationFailed("the request body must be a JSON object", code="DFQL_INVALID")
+        return payload
+
+    async def _authenticate(
+        self, headers: dict[str, str], action: str
+    ) -> tuple[Identity | None, str]:
+        try:
+            identity = await self._caller.call(
+                "datafn_authenticate", headers=headers, action=action
+            )
+        except HookFailed as exc:
+            if isinstance(exc.cause, ProtocolError):
+                raise exc.cause from None
+            log.warning("%s", exc, exc_info=exc.cause)
+            raise _error("FORBIDDEN", "authentication failed", status=401) from None
+        if identity is not None and not isinstance(identity, Identity):
+            log.error("datafn_authenticate returned %r, not an Identity", type(identity).__name__)
+            raise _error("FORBIDDEN", "authentication failed", status=401)
+        try:
+            namespace = await self._caller.call(
+                "datafn_resolve_namespace", identity=identity, headers=headers
+            )
+        except HookFailed as exc:
+            if isinstance(exc.cause, ProtocolError):
+                raise exc.cause from None
+            log.warning("%s", exc, exc_info=exc.cause)
+            raise _error(
+                "NAMESPACE_INVALID", "the namespace could not be resolved", status=403
+            ) from None
+        if namespace is None:
+            namespace = DEFAULT_NAMESPACE
+        if (
+            not isinstance(namespace, str)
+            or not 0 < len(namespace) <= 255
+            or not namespace.isprintable()
+        ):
+            log.error("datafn_resolve_namespace returned an invalid namespace %r", namespace)
+            raise _error("NAMESPACE_INVALID", "the namespace is invalid", status=403)
+        return identity, namespace
+
+    async def _authorize(self, context: RequestContext, payload: Any) -> None:
+        try:
+            answers = await self._caller.call(
+                "datafn_authorize", context=context, action=context.action, payload=payload
+            )
+        except HookFailed as exc:
+            if isinstance(exc.cause, ProtocolError):
+                raise exc.cause from None
+            log.warning("%s", exc, exc_info=exc.cause)
+            raise Forbidden(f"{context.action} is not allowed") from None
+        if any(answer is False for answer in answers):
+            raise Forbidden(f"{context.action} is not allowed")
+
+    def _vetoed(self, exc: SyncVetoed) -> ProtocolError:
+        if exc.veto is not None:
+            code = exc.veto.code
+            status = _STATUS_BY_CODE.get(
+                code, 400 if code.startswith(("DFQL", "SCHEMA", "LIMIT")) else 403
+            )
+            return _error(code, str(exc), status=status, path=exc.veto.path)
+        log.warning("%s", exc, exc_info=exc.cause)
+        message = (
+            str(exc) if not self.production else f"{exc.phase} refused by plugin {exc.plugin!r}"
+        )
+        return _error("FORBIDDEN", message, status=403)
+
+
+def create_app(
+    runtime: Runtime | None = None,
+    *,
+    schema: Schema | Mapping[str, Any] | str | Path | None = None,
+    store: ServerStore | str | None = None,
+    bus: NotificationBus | None = None,
+    plugins: Sequence[object] = (),
+    routes: Sequence[BaseRoute] = (),
+    **overrides: Any,
+) -> Starlette:
+    """The ASGI application of a DataFn server.
+
+    :param runtime: configuration and plugins; booted from ``pyproject.toml``, the environment
+        and ``overrides`` when not given (``plugins`` are then registered too).
+    :param schema: a :class:`~datafn.schema.Schema`, a dict or a ``.json``/``.toml`` path;
+        default: the ``schema`` setting.
+    :param store: a :class:`~datafn.server.store.ServerStore` or a database URL; default: the
+        ``server.database`` setting (``sqlite:///datafn.db``).
+    :param bus: a notification bus; default: the ``server.notification-bus`` setting.
+    :param routes: extra Starlette routes (e.g. a WebSocket endpoint under the base path).
+    :return: a Starlette application; ``app.state.datafn`` is its :class:`DatafnServer`.
+    """
+    if runtime is None:
+        runtime = Runtime.boot(plugins=plugins, **overrides)
+    elif plugins or overrides:
+        raise TypeError("pass plugins and settings to Runtime.boot() when giving a runtime")
+    return DatafnServer(runtime, schema=schema, store=store, bus=bus, routes=routes).app

@@ -1,0 +1,69 @@
+"""Running the server under uvicorn, with the protocol's graceful shutdown.
+
+On the first SIGINT/SIGTERM the DataFn server starts draining: requests that arrive from then
+on are answered 503 ``SERVICE_UNAVAILABLE`` while uvicorn stops listening and lets the requests
+in flight finish (for at most ``shutdown-timeout`` seconds); then the lifespan closes the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+
+from datafn.server.app import DatafnServer
+
+__all__ = ["UvicornServer", "uvicorn_server"]
+
+log = logging.getLogger("datafn.server")
+
+
+class UvicornServer(uvicorn.Server):
+    """A uvicorn server that puts the DataFn server into draining mode on shutdown."""
+
+    def __init__(self, config: uvicorn.Config, datafn: DatafnServer | None = None) -> None:
+        super().__init__(config)
+        self.datafn = datafn
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.datafn is not None:
+            self.datafn.begin_shutdown()
+        super().handle_exit(sig, frame)
+
+    def begin_shutdown(self) -> None:
+        """What a signal does, for callers that are not signal handlers (threads, tests)."""
+        if self.datafn is not None:
+            self.datafn.begin_shutdown()
+        self.should_exit = True
+
+
+def uvicorn_server(
+    app: Starlette,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    log_level: str = "info",
+    access_log: bool = False,
+    **options: Any,
+) -> UvicornServer:
+    """A :class:`UvicornServer` for an app made by :func:`~datafn.server.create_app`.
+
+    ``host``/``port`` default to the ``server.host``/``server.port`` settings; ``options`` go to
+    :class:`uvicorn.Config`.
+    """
+    datafn: DatafnServer = app.state.datafn
+    settings = datafn.settings
+    config = uvicorn.Config(
+        app,
+        host=host or settings.host,
+        port=settings.port if port is None else port,
+        lifespan="on",
+        log_level=log_level,
+        access_log=access_log,
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout)),
+        **options,
+    )
+    return UvicornServer(config, datafn)

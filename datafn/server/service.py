@@ -1,0 +1,401 @@
+"""The protocol operations of the server, on parsed requests: the one place their rules live.
+
+:class:`SyncService` validates a decoded request body against the wire models, the schema and
+the limits (raising :class:`~datafn.errors.ValidationFailed` with a path), and runs it against
+a :class:`~datafn.server.store.ServerStore` in one namespace, answering the wire form of the
+result. HTTP, authentication and hooks are the business of :mod:`datafn.server.app`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from datafn.config import LimitsSettings
+from datafn.errors import ValidationFailed
+from datafn.protocol import (
+    CAPABILITIES,
+    CloneRequest,
+    PullRequest,
+    PushRequest,
+    ReconcileRequest,
+    SeedRequest,
+)
+from datafn.schema import ResourceSpec, Schema, _describe
+from datafn.server.bus import NotificationBus
+from datafn.server.store import Change, MutationError, PendingMutation, ServerStore
+
+__all__ = ["PreparedPush", "PreparedSeed", "SyncService", "fold_changes"]
+
+log = logging.getLogger("datafn.server")
+
+Request = CloneRequest | PullRequest | ReconcileRequest
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedPush:
+    request: PushRequest
+    mutations: list[PendingMutation]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSeed:
+    request: SeedRequest
+    data: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def _limit_exceeded(message: str, path: str) -> ValidationFailed:
+    return ValidationFailed(message, code="LIMIT_EXCEEDED", path=path)
+
+
+def _check_text(value: str, path: str, what: str) -> None:
+    # PostgreSQL text cannot hold NUL; refusing it everywhere keeps every store equal.
+    if "\x00" in value:
+        raise ValidationFailed(f"{what} must not contain NUL characters", path=path)
+
+
+def fold_changes(
+    changes: list[Change],
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]], dict[str, list[str]]]:
+    """Fold change-log rows (in seq order) into the ``records``, ``merged`` and ``deleted``
+    of a pull answer: one entry per id, each list sorted by id.
+
+    Per id, the last full write (insert or replace) with the merges after it folded in goes to
+    ``records``; merges alone fold into one delta in ``merged``; a delete wins over what came
+    before it.
+    """
+    state: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {}
+    for change in changes:
+        key = (change.resource, change.id)
+        if change.op == "delete":
+            state[key] = ("deleted", None)
+        elif change.op == "merge":
+            kind, data = state.get(key, ("merged", None))
+            if kind == "deleted" or data is None:
+                state[key] = ("merged", dict(change.data or {}))
+            else:
+                data.update(change.data or {})
+        else:
+            state[key] = ("records", dict(change.data or {}))
+    records: dict[str, list[dict[str, Any]]] = {}
+    merged: dict[str, list[dict[str, Any]]] = {}
+    deleted: dict[str, list[str]] = {}
+    for (resource, record_id), (kind, data) in sorted(state.items()):
+        if kind == "deleted":
+            deleted.setdefault(resource, []).append(record_id)
+        elif kind == "merged":
+            assert data is not None
+            merged.setdefault(resource, []).append(data)
+        else:
+            assert data is not None
+            records.setdefault(resource, []).append(data)
+    return records, merged, deleted
+
+
+class SyncService:
+    """Validates and runs clone, pull, push, reconcile, seed and status for one schema."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        store: ServerStore,
+        limits: LimitsSettings | None = None,
+        bus: NotificationBus | None = None,
+    ) -> None:
+        self.schema = schema
+        self.store = store
+        self.limits = limits or LimitsSettings()
+        self.bus = bus
+
+    # -- validation ------------------------------------------------------------------------
+
+    def validate(self, action: str, payload: Any) -> Any:
+        """The parsed, checked request of ``action``; raises ValidationFailed with a path."""
+        if action == "clone":
+            return self.validate_clone(payload)
+        if action == "pull":
+            return self.validate_pull(payload)
+        if action == "push":
+            return self.validate_push(payload)
+        if action == "reconcile":
+            return self.validate_reconcile(payload)
+        if action == "seed":
+            return self.validate_seed(payload)
+        raise ValidationFailed(f"unknown action {_describe(action)}", code="DFQL_UNSUPPORTED")
+
+    def _syncable(self, name: Any, path: str) -> ResourceSpec:
+        spec = self.schema.resource(name, path=path)
+        if spec.is_remote_only:
+            raise ValidationFailed(
+                f"resource {spec.name!r} is remote-only and is never synced", path=path
+            )
+        return spec
+
+    def _check_id(self, value: Any, path: str) -> None:
+        if isinstance(value, str):
+            if len(value) > self.limits.max_id_length:
+                raise _limit_exceeded(
+                    f"an id has at most {self.limits.max_id_length} characters, got {len(value)}",
+                    path,
+                )
+            _check_text(value, path, "an id")
+
+    def validate_clone(self, payload: Any) -> CloneRequest:
+        if isinstance(payload, dict) and isinstance(payload.get("page"), dict):
+            self._check_id(payload["page"].get("afterId"), "page.afterId")
+        request = CloneRequest.from_wire(payload)
+        _check_text(request.client_id, "clientId", "clientId")
+        for index, table in enumerate(request.tables or ()):
+            self._syncable(table, f"tables[{index}]")
+        if request.page is not None:
+            self._syncable(request.page.table, "page.table")
+        return request
+
+    def validate_pull(self, payload: Any) -> PullRequest:
+        request = PullRequest.from_wire(payload)
+        _check_text(request.client_id, "clientId", "clientId")
+        for name in request.cursors:
+            self._syncable(name, f"cursors.{name}")
+        return request
+
+    def validate_reconcile(self, payload: Any) -> ReconcileRequest:
+        request = ReconcileRequest.from_wire(payload)
+        _check_text(request.client_id, "clientId", "clientId")
+        for index, name in enumerate(request.resources):
+            self._syncable(name, f"resources[{index}]")
+        return request
+
+    def validate_push(self, payload: Any) -> PreparedPush:
+        mutations = payload.get("mutations") if isinstance(payload, dict) else None
+        if isinstance(mutations, list):
+            if len(mutations) > self.limits.max_batch_size:
+                raise _limit_exceeded(
+                    f"a push holds at most {self.limits.max_batch_size} mutations, "
+                    f"got {len(mutations)}",
+                    "mutations",
+                )
+            for index, raw in enumerate(mutations):
+                if isinstance(raw, dict):
+                    self._check_id(raw.get("id"), f"mutations[{index}].id")
+                    self._check_id(raw.get("mutationId"), f"mutations[{index}].mutationId")
+        request = PushRequest.from_wire(payload)
+        _check_text(request.client_id, "clientId", "clientId")
+        pending = []
+        for index, mutation in enumerate(request.mutations):
+            base = f"mutations[{index}]"
+            error = None
+            record = None
+            try:
+                spec = self.schema.resource(mutation.resource, path=f"{base}.resource")
+                if mutation.operation != "delete":
+                    record = {
+                        "id": mutation.id,
+                        **spec.validate_record(
+                            mutation.record,
+                            partial=mutation.operation == "merge",
+                            path=f"{base}.record",
+                        ),
+                    }
+                if mutation.if_ is not None:
+                    for key in mutation.if_:
+                        if key != "id" and spec.field(key) is None:
+                            raise ValidationFailed(
+                                f"unknown field {key!r} of resource {spec.name!r}",
+                                code="DFQL_UNKNOWN_FIELD",
+                                path=f"{base}.if.{key}",
+                            )
+            except ValidationFailed as exc:
+                error = MutationError(exc.code, exc.message, exc.path)
+                record = None
+            pending.append(
+                PendingMutation(
+                    mutation_id=mutation.mutation_id,
+                    resource=mutation.resource,
+                    operation=mutation.operation,
+                    id=mutation.id,
+                    record=record,
+                    guard=dict(mutation.if_) if mutation.if_ is not None else None,
+                    error=error,
+                )
+            )
+        return PreparedPush(request, pending)
+
+    def validate_seed(self, payload: Any) -> PreparedSeed:
+        request = SeedRequest.from_wire(payload)
+        data: dict[str, list[dict[str, Any]]] = {}
+        for name, records in request.data.items():
+            spec = self.schema.resource(name, path=f"data.{name}")
+            out = data.setdefault(spec.name, [])
+            for index, record in enumerate(records):
+                path = f"data.{name}[{index}]"
+                self._check_id(record.get("id"), f"{path}.id")
+                valid = spec.validate_record(record, path=path)
+                out.append({"id": valid.pop("id", None) or spec.new_id(), **valid})
+        return PreparedSeed(request, data)
+
+    # -- operations --------------------------------------------------------------------------
+
+    async def run(self, action: str, namespace: str, request: Any) -> dict[str, Any]:
+        """Run a validated request (see :meth:`validate`); answers the wire result."""
+        if action == "clone":
+            return await self.clone(namespace, request)
+        if action == "pull":
+            return await self.pull(namespace, request)
+        if action == "push":
+            return await self.push(namespace, request)
+        if action == "reconcile":
+            return await self.reconcile(namespace, request)
+        if action == "seed":
+            return await self.seed(namespace, request)
+        raise ValidationFailed(f"unknown action {_describe(action)}", code="DFQL_UNSUPPORTED")
+
+    def status(self) -> dict[str, Any]:
+        limits = self.limits
+        return {
+            "schemaHash": self.schema.hash,
+            "capabilities": list(CAPABILITIES),
+            "limits": {
+                "maxBodyBytes": limits.max_body_bytes,
+                "maxBatchSize": limits.max_batch_size,
+                "maxPullLimit": limits.max_pull_limit,
+                "maxClonePage": limits.max_clone_page,
+                "maxCloneRecords": limits.max_clone_records,
+                "maxIdLength": limits.max_id_length,
+            },
+            "serverTimeMs": int(time.time() * 1000),
+        }
+
+    async def clone(self, namespace: str, request: CloneRequest) -> dict[str, Any]:
+        store = self.store
+        page_size = self.limits.max_clone_page
+        if request.page is not None:
+            table = request.page.table
+            limit = min(request.page.limit, page_size)
+            # The cursor is read before the records: a change the records miss is above it.
+            cursors = await store.latest_seq(namespace, [table])
+            rows = await store.clone_page(namespace, table, request.page.after_id, limit)
+            return {
+                "data": {table: rows},
+                "cursors": {table: str(cursors[table])},
+                "next": {table: rows[-1]["id"] if len(rows) >= limit else None},
+            }
+        if request.tables is None:
+            tables = [r.name for r in self.schema.resources if not r.is_remote_only]
+        else:
+            tables = list(dict.fromkeys(request.tables))
+        cursors = await store.latest_seq(namespace, tables)
+        budget = self.limits.max_clone_records
+        data: dict[str, list[dict[str, Any]]] = {}
+        paginated = False
+        for table in tables:
+            # Read one record more than allowed so that "too many" is detected without COUNT.
+            rows = await store.clone_page(namespace, table, None, max(budget, page_size) + 1)
+            data[table] = rows
+            budget -= len(rows)
+            if budget < 0:
+                paginated = True
+                budget = 0
+        result: dict[str, Any] = {
+            "data": data,
+            "cursors": {table: str(cursors[table]) for table in tables},
+        }
+        if paginated:
+            nexts: dict[str, str | None] = {}
+            for table in tables:
+                rows = data[table]
+                if len(rows) > page_size:
+                    data[table] = rows = rows[:page_size]
+                    nexts[table] = rows[-1]["id"]
+                else:
+                    nexts[table] = None
+            result["next"] = nexts
+            result["paginated"] = True
+        return result
+
+    async def pull(self, namespace: str, request: PullRequest) -> dict[str, Any]:
+        cursors = {name: int(value) for name, value in request.cursors.items()}
+        limit = min(request.limit or self.limits.max_pull_limit, self.limits.max_pull_limit)
+        changes = await self.store.changes_since(namespace, cursors, limit + 1)
+        has_more = len(changes) > limit
+        if has_more:
+            changes = changes[:limit]
+        records, merged, deleted = fold_changes(changes)
+        for change in changes:
+            cursors[change.resource] = change.seq  # in seq order: ends at the highest
+        return {
+            "records": records,
+            "merged": merged,
+            "deleted": deleted,
+            "cursors": {name: str(seq) for name, seq in cursors.items()},
+            "hasMore": has_more,
+        }
+
+    async def push(self, namespace: str, prepared: PreparedPush) -> dict[str, Any]:
+        request = prepared.request
+        outcome = await self.store.apply_push(namespace, request.client_id, prepared.mutations)
+        applied: list[str] = []
+        errors: list[dict[str, Any]] = []
+        for mutation, result in zip(prepared.mutations, outcome.results, strict=True):
+            if result is None:
+                applied.append(mutation.mutation_id)
+            else:
+                errors.append(
+                    {
+                        "mutationId": mutation.mutation_id,
+                        "code": result.code,
+                        "message": result.message,
+                        "path": result.path,
+                        "retryable": result.retryable,
+                    }
+                )
+        await self._publish(namespace, outcome.cursor_before, outcome.cursor)
+        return {
+            "ok": not errors,
+            "applied": applied,
+            "errors": errors,
+            "cursor": str(outcome.cursor),
+            "cursorBefore": str(outcome.cursor_before),
+            "cursors": {name: str(seq) for name, seq in outcome.cursors.items()},
+        }
+
+    async def reconcile(self, namespace: str, request: ReconcileRequest) -> dict[str, Any]:
+        names = list(dict.fromkeys(request.resources))
+        return {"counts": await self.store.counts(namespace, names)}
+
+    async def seed(self, namespace: str, prepared: PreparedSeed) -> dict[str, Any]:
+        before = await self.store.namespace_seq(namespace)
+        inserted = await self.store.seed(namespace, prepared.data)
+        if any(inserted.values()):
+            await self._publish(namespace, before, await self.store.namespace_seq(namespace))
+        return {"inserted": inserted}
+
+    async def _publish(self, namespace: str, before: int, after: int) -> None:
+        if self.bus is None or after <= before:
+            return
+        try:
+            await self.bus.publish(namespace, after)
+        except Exception:  # fail-open: the write is committed, pullers catch up anyway
+            log.warning("publishing seq %s of %r failed", after, namespace, exc_info=True)
+
+
+def resources_of(action: str, request: Any) -> tuple[str, ...]:
+    """The resources a validated request concerns (for the hooks' SyncContext)."""
+    names: Mapping[str, Any] | list[str]
+    if action == "clone":
+        if request.page is not None:
+            return (request.page.table,)
+        names = request.tables or []
+    elif action == "pull":
+        names = request.cursors
+    elif action == "push":
+        names = [m.resource for m in request.request.mutations]
+    elif action == "reconcile":
+        names = request.resources
+    elif action == "seed":
+        names = request.data
+    else:
+        return ()
+    return tuple(dict.fromkeys(names))
