@@ -7,6 +7,7 @@ Everything beyond the small kernel is a plugin (see :mod:`datafn.plugin`).
 
 from __future__ import annotations
 
+from datafn.client import BlockingClient, Client, Table
 from datafn.config import Config, load_config
 from datafn.context import Identity, RequestContext, SyncContext
 from datafn.errors import (
@@ -35,6 +36,8 @@ from datafn.runtime import Runtime
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlockingClient",
+    "Client",
     "Config",
     "ConfigError",
     "Conflict",
@@ -56,6 +59,7 @@ __all__ = [
     "StoreError",
     "SyncContext",
     "SyncVetoed",
+    "Table",
     "TransportError",
     "UnknownBackendError",
     "ValidationFailed",

@@ -1,0 +1,483 @@
+"""Built-in plugin: the default sync phases and lifecycle loop of the client.
+
+Each is the ``trylast`` implementation of its ``datafn_sync_*`` hook, so a plugin replaces a
+phase by implementing the hook and returning a result. What each phase guarantees:
+
+- **clone**: pages ordered by id, at most ``clone-page-size`` records in memory besides the
+  one being fetched; each page and the clone position commit together, so a restarted clone
+  resumes after the last applied page. The cursor of the first answer (where the server's
+  change log stood before the first page) becomes the resource's cursor when the clone ends,
+  so the following pull brings every change made during the clone.
+- **pull**: from the per-resource cursors, ``pull-batch-size`` per request, while ``hasMore``
+  and at most ``max-pull-iterations`` requests; an answer that would move a cursor backwards
+  is refused (``CONFLICT``) and nothing of it is applied.
+- **push**: the changelog in order, ``push-batch-size`` per request, transient failures retried
+  with backoff; only the prefix that was applied or refused for good is acknowledged. When the
+  server's ``cursorBefore`` equals the client's global cursor nobody else wrote, and cursors
+  advance over the client's own changes; otherwise other writers were active and the engine
+  pulls, so no cursor passes changes it has not pulled.
+- **clone_up**: every local record uploaded as a ``replace`` whose mutation id is derived from
+  (client, resource, id, record), so a re-run after a crash applies nothing twice; the
+  changelog entries it covered are acknowledged, then the resources are cloned.
+- **reconcile**: push and pull first, then compare counts and re-clone what differs.
+- **seed**: the server-side seeding call.
+- **loop**: ``sync_all`` (cloneUp/clone/pull/push), then the triggers until stopped.
+
+The defaults drive :class:`~datafn.client.engine.SyncEngine`; called with another kind of
+engine they return None and leave the phase to the plugin that brought that engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from datafn.client.engine import SyncEngine
+from datafn.client.reports import (
+    CloneProgress,
+    CloneReport,
+    CloneUpReport,
+    PullReport,
+    PushReport,
+    ReconcileReport,
+    RejectedMutation,
+)
+from datafn.client.store import ChangelogEntry, PullPage
+from datafn.errors import Conflict, DatafnError, ProtocolError, error_from_envelope
+from datafn.plugin import hookimpl
+from datafn.protocol import (
+    CloneResult,
+    PullResult,
+    PushResult,
+    ReconcileResult,
+    SeedResult,
+    format_cursor,
+)
+from datafn.schema import canonical_json
+
+# ---------------------------------------------------------------------------------------------
+# clone
+# ---------------------------------------------------------------------------------------------
+
+
+class _Fetch:
+    """One clone page being fetched in the background while the previous one is applied."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.result: CloneResult | None = None
+        self.error: BaseException | None = None
+
+    async def run(self, engine: SyncEngine, resource: str, after_id: str | None) -> None:
+        payload = {
+            "clientId": engine.client_id,
+            "tables": [resource],
+            "page": {
+                "table": resource,
+                "afterId": after_id,
+                "limit": engine.config.clone_page_size,
+            },
+        }
+        try:
+            self.result = await engine.request(
+                "clone", "clone", payload, CloneResult, resources=[resource]
+            )
+        except Exception as exc:
+            self.error = exc
+        finally:
+            self.done.set()
+
+    async def get(self) -> CloneResult:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+async def _server_counts(engine: SyncEngine, resources: Sequence[str]) -> dict[str, int]:
+    """Server counts for progress bars; best effort (progress without a total otherwise)."""
+    try:
+        result = await engine.request(
+            "clone",
+            "reconcile",
+            {"clientId": engine.client_id, "resources": list(resources)},
+            ReconcileResult,
+            resources=resources,
+        )
+    except DatafnError:
+        return {}
+    return dict(result.counts)
+
+
+async def _clone_resource(engine: SyncEngine, resource: str, report: CloneReport) -> None:
+    store = engine.store
+    state = (await store.states([resource]))[resource]
+    resuming = state.hydration == "hydrating"
+    after_id = state.clone_after_id if resuming else None
+    progress = engine.download_progress.setdefault(resource, CloneProgress(resource))
+    if resuming:
+        progress.done = await store.count(resource)
+    first = not resuming
+    applied = 0
+    failure: BaseException | None = None
+    async with anyio.create_task_group() as tg:
+        fetch = _Fetch()
+        tg.start_soon(fetch.run, engine, resource, after_id)
+        try:
+            while True:
+                result = await fetch.get()
+                records = result.data.get(resource, [])
+                if resource not in result.cursors:
+                    raise ProtocolError(
+                        f"the clone answer has no cursor for {resource!r}",
+                        code="TRANSPORT_ERROR",
+                        path=f"result.cursors.{resource}",
+                    )
+                cursor = int(result.cursors[resource])
+                next_id = (result.next or {}).get(resource)
+                if next_id is not None:  # fetch the next page while this one is written
+                    fetch = _Fetch()
+                    tg.start_soon(fetch.run, engine, resource, next_id)
+                last_id = records[-1]["id"] if records else after_id
+                await store.apply_clone_page(
+                    resource,
+                    records,
+                    after_id=last_id,
+                    start_cursor=cursor if first else None,
+                    reset=first,
+                )
+                first = False
+                after_id = last_id
+                applied += len(records)
+                progress.done += len(records)
+                report.pages += 1
+                if next_id is None:
+                    break
+        except Exception as exc:  # raised below, outside the task group (no ExceptionGroup)
+            failure = exc
+            tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    await store.finish_clone(resource)
+    engine.caught_up = None  # this resource still has to pull from its clone cursor
+    progress.finished = True
+    report.records[resource] = applied
+    report.cursors[resource] = (await store.states([resource]))[resource].cursor
+
+
+@hookimpl(trylast=True)
+async def datafn_sync_clone(engine: SyncEngine, resources: list[str]) -> CloneReport | None:
+    if not isinstance(engine, SyncEngine):
+        return None
+    report = CloneReport()
+    if not resources:
+        return report
+    totals = await _server_counts(engine, resources)
+    for resource in resources:
+        engine.download_progress[resource] = CloneProgress(resource, total=totals.get(resource))
+    for resource in resources:
+        await _clone_resource(engine, resource, report)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# pull
+# ---------------------------------------------------------------------------------------------
+
+
+@hookimpl(trylast=True)
+async def datafn_sync_pull(engine: SyncEngine, resources: list[str]) -> PullReport | None:
+    if not isinstance(engine, SyncEngine):
+        return None
+    report = PullReport()
+    states = await engine.store.states(resources)
+    cursors = {r: s.cursor for r, s in states.items() if s.hydration == "ready"}
+    if not cursors:
+        return report
+    for _ in range(engine.config.max_pull_iterations):
+        payload = {
+            "clientId": engine.client_id,
+            "cursors": {r: format_cursor(c) for r, c in cursors.items()},
+            "limit": engine.config.pull_batch_size,
+        }
+        result = await engine.request("pull", "pull", payload, PullResult, resources=list(cursors))
+        report.requests += 1
+        moved: dict[str, int] = {}
+        for resource, value in result.cursors.items():
+            if resource not in cursors:
+                continue
+            n = int(value)
+            if n < cursors[resource]:
+                raise Conflict(
+                    f"the server moved the cursor of {resource!r} backwards "
+                    f"({cursors[resource]} → {n}); nothing of this answer was applied",
+                    path=f"cursors.{resource}",
+                )
+            moved[resource] = n
+        page = PullPage(
+            records={r: v for r, v in result.records.items() if r in cursors},
+            merged={r: v for r, v in result.merged.items() if r in cursors},
+            deleted={r: v for r, v in result.deleted.items() if r in cursors},
+            cursors=moved,
+        )
+        await engine.store.apply_pull(page)
+        report.changes += sum(
+            len(v) for part in (page.records, page.merged, page.deleted) for v in part.values()
+        )
+        cursors.update(moved)
+        if not result.has_more:
+            break
+    else:
+        report.has_more = True
+    report.cursors = dict(cursors)
+    every_ready = [
+        r
+        for r, s in (await engine.store.states(engine.resources)).items()
+        if s.hydration == "ready"
+    ]
+    if not report.has_more and set(cursors) >= set(every_ready):
+        engine.caught_up = max(cursors.values())
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# push
+# ---------------------------------------------------------------------------------------------
+
+
+def _server_error(error: Any) -> ProtocolError:
+    return error_from_envelope(
+        {"code": error.code, "message": error.message, "details": {"path": error.path}}
+    )
+
+
+async def _settle(
+    engine: SyncEngine,
+    entries: Sequence[ChangelogEntry],
+    result: PushResult,
+    rejected: list[RejectedMutation],
+) -> tuple[list[int], ProtocolError | None]:
+    """The acknowledged prefix of ``entries``, and the retryable error that ended it."""
+    applied = set(result.applied)
+    errors = {e.mutation_id: e for e in result.errors}
+    done: list[int] = []
+    for entry in entries:
+        if entry.mutation_id in applied:
+            done.append(entry.seq)
+            continue
+        error = errors.get(entry.mutation_id)
+        if error is None:
+            return done, ProtocolError(
+                f"the server did not report mutation {entry.mutation_id!r}",
+                code="MUTATION_FAILED",
+            )
+        if error.retryable:
+            return done, _server_error(error)
+        done.append(entry.seq)
+        failure = _server_error(error)
+        rejected.append(
+            RejectedMutation(
+                entry.mutation_id, entry.resource, entry.record_id, entry.operation, failure
+            )
+        )
+        await engine.events.emit(
+            "mutation_rejected",
+            resource=entry.resource,
+            record_id=entry.record_id,
+            operation=entry.operation,
+            mutation_id=entry.mutation_id,
+            error=failure,
+        )
+    return done, None
+
+
+async def _push_batch(engine: SyncEngine, report: PushReport) -> bool:
+    """Push the oldest batch; False when the changelog is empty."""
+    entries = await engine.store.changelog(limit=engine.config.push_batch_size)
+    if not entries:
+        return False
+    payload = {
+        "clientId": engine.client_id,
+        "mutations": [e.to_mutation(engine.client_id) for e in entries],
+    }
+    resources = sorted({e.resource for e in entries})
+    result = await engine.request("push", "push", payload, PushResult, resources=resources)
+    report.batches += 1
+    rejected: list[RejectedMutation] = []
+    done, stop = await _settle(engine, entries, result, rejected)
+    await engine.store.acknowledge(done)
+    report.applied += len(done) - len(rejected)
+    report.rejected.extend(rejected)
+    for resource in {r.resource for r in rejected}:
+        # The local copy holds a write the server refused: fetch the server's truth again.
+        await engine.store.reset_hydration(resource)
+    if engine.caught_up is not None and int(result.cursor_before) == engine.caught_up:
+        # Nobody else wrote since the last complete pull: the new seqs are this client's.
+        states = await engine.store.states(list(result.cursors))
+        await engine.store.advance_cursors(
+            {
+                r: int(c)
+                for r, c in result.cursors.items()
+                if r in states and states[r].hydration == "ready"
+            }
+        )
+        engine.caught_up = int(result.cursor)
+    else:
+        report.foreign_changes = True
+    if stop is not None:
+        raise stop
+    return True
+
+
+@hookimpl(trylast=True)
+async def datafn_sync_push(engine: SyncEngine) -> PushReport | None:
+    if not isinstance(engine, SyncEngine):
+        return None
+    report = PushReport()
+    while await engine.retrying("push", lambda: _push_batch(engine, report)):
+        pass
+    if report.rejected:
+        recloned = [
+            r
+            for r, s in (await engine.store.states(engine.resources)).items()
+            if s.hydration == "notStarted"
+        ]
+        if recloned:
+            await engine.run_phase("clone", resources=recloned)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# clone_up
+# ---------------------------------------------------------------------------------------------
+
+
+def clone_up_mutation_id(client_id: str, resource: str, record: dict[str, Any]) -> str:
+    """The deterministic mutation id of one uploaded record."""
+    digest = hashlib.sha256(canonical_json([client_id, resource, record])).hexdigest()
+    return f"cloneup:{digest[:40]}"
+
+
+async def _clone_up_resource(engine: SyncEngine, resource: str, report: CloneUpReport) -> None:
+    store = engine.store
+    version = engine.schema.resource(resource).version
+    covered: dict[str, list[int]] = {}
+    for entry in await store.changelog(resource=resource):
+        covered.setdefault(entry.record_id, []).append(entry.seq)
+    after_id: str | None = None
+    uploaded = 0
+    while True:
+        records = await store.records_after(resource, after_id, engine.config.push_batch_size)
+        if not records:
+            break
+        mutations = [
+            {
+                "resource": resource,
+                "version": version,
+                "operation": "replace",
+                "id": record["id"],
+                "record": record,
+                "clientId": engine.client_id,
+                "mutationId": clone_up_mutation_id(engine.client_id, resource, record),
+            }
+            for record in records
+        ]
+        payload = {"clientId": engine.client_id, "mutations": mutations}
+
+        async def send(payload: dict[str, Any] = payload) -> None:
+            result = await engine.request(
+                "clone_up", "push", payload, PushResult, resources=[resource]
+            )
+            applied = set(result.applied)
+            for error in result.errors:
+                if error.retryable:
+                    raise _server_error(error)
+            by_mutation = {m["mutationId"]: m["id"] for m in payload["mutations"]}
+            for error in result.errors:
+                record_id = by_mutation.get(error.mutation_id, "")
+                failure = _server_error(error)
+                report.rejected.append(
+                    RejectedMutation(error.mutation_id, resource, record_id, "replace", failure)
+                )
+                await engine.events.emit(
+                    "mutation_rejected",
+                    resource=resource,
+                    record_id=record_id,
+                    operation="replace",
+                    mutation_id=error.mutation_id,
+                    error=failure,
+                )
+            report.uploaded[resource] = report.uploaded.get(resource, 0) + len(applied)
+
+        await engine.retrying("clone_up", send)
+        acked = [seq for r in records for seq in covered.pop(r["id"], ())]
+        await store.acknowledge(acked)
+        uploaded += len(records)
+        after_id = records[-1]["id"]
+
+
+@hookimpl(trylast=True)
+async def datafn_sync_clone_up(engine: SyncEngine, resources: list[str]) -> CloneUpReport | None:
+    if not isinstance(engine, SyncEngine):
+        return None
+    report = CloneUpReport()
+    for resource in resources:
+        await _clone_up_resource(engine, resource, report)
+    if resources:
+        for resource in resources:
+            await engine.store.reset_hydration(resource)
+        await engine.run_phase("clone", resources=resources)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# reconcile, seed, loop
+# ---------------------------------------------------------------------------------------------
+
+
+@hookimpl(trylast=True)
+async def datafn_sync_reconcile(engine: SyncEngine, resources: list[str]) -> ReconcileReport | None:
+    if not isinstance(engine, SyncEngine):
+        return None
+    report = ReconcileReport()
+    if await engine.store.pending_count():
+        await engine.push_unlocked()
+    await engine.run_phase("pull", resources=resources)
+    result = await engine.request(
+        "reconcile",
+        "reconcile",
+        {"clientId": engine.client_id, "resources": list(resources)},
+        ReconcileResult,
+        resources=resources,
+    )
+    for resource in resources:
+        report.local[resource] = await engine.store.count(resource)
+        report.remote[resource] = result.counts.get(resource, 0)
+    report.recloned = [r for r in resources if report.local[r] != report.remote[r]]
+    if report.recloned:
+        for resource in report.recloned:
+            await engine.store.reset_hydration(resource)
+        await engine.run_phase("clone", resources=report.recloned)
+    return report
+
+
+@hookimpl(trylast=True)
+async def datafn_sync_seed(
+    engine: SyncEngine, data: dict[str, list[dict[str, Any]]]
+) -> SeedResult | None:
+    if not isinstance(engine, SyncEngine):
+        return None
+    return await engine.request("seed", "seed", {"data": data}, SeedResult, resources=list(data))
+
+
+@hookimpl(trylast=True)
+async def datafn_sync_loop(engine: SyncEngine) -> bool | None:
+    if not isinstance(engine, SyncEngine):
+        return None
+    await engine.quietly(engine.sync_all)
+    await engine.run_triggers()
+    return True

@@ -1,0 +1,171 @@
+"""The blocking facade: the async client run on a background event loop, for scripts and GUI
+programs that are not async.
+
+::
+
+    with datafn.BlockingClient(schema="schema.json", remote="http://127.0.0.1:8787/datafn",
+                               store="sqlite:///app.db") as client:
+        client.table("todos").insert({"title": "from a script"})
+        client.sync.push()
+
+The event loop runs on one thread owned by the facade (an anyio blocking portal); every call
+is handed to it and waits for the answer. Event listeners registered with
+``client.events.on`` run on that loop thread, so a GUI program hands their work to its own
+UI thread (e.g. ``root.after(0, …)`` in tkinter).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from datafn.client.client import Client, Table
+from datafn.client.reports import SyncStatus
+from datafn.events import Event
+
+__all__ = ["BlockingClient", "BlockingEvents", "BlockingSync", "BlockingTable"]
+
+
+class BlockingTable:
+    """:class:`~datafn.client.client.Table` with blocking methods."""
+
+    def __init__(self, portal: BlockingPortal, table: Table) -> None:
+        self._portal = portal
+        self._table = table
+        self.name = table.name
+
+    def insert(self, record: Mapping[str, Any], **kw: Any) -> dict[str, Any]:
+        return self._portal.call(lambda: self._table.insert(record, **kw))
+
+    def merge(self, record: Mapping[str, Any], **kw: Any) -> dict[str, Any]:
+        return self._portal.call(lambda: self._table.merge(record, **kw))
+
+    def replace(self, record: Mapping[str, Any], **kw: Any) -> dict[str, Any]:
+        return self._portal.call(lambda: self._table.replace(record, **kw))
+
+    def delete(self, record_id: str, **kw: Any) -> None:
+        self._portal.call(lambda: self._table.delete(record_id, **kw))
+
+    def get(self, record_id: str) -> dict[str, Any] | None:
+        return self._portal.call(self._table.get, record_id)
+
+    def query(self, filters: Mapping[str, Any] | None = None, **kw: Any) -> list[dict[str, Any]]:
+        return self._portal.call(lambda: self._table.query(filters, **kw))
+
+    def count(self) -> int:
+        return self._portal.call(self._table.count)
+
+
+class BlockingSync:
+    """``client.sync`` with blocking methods."""
+
+    def __init__(self, portal: BlockingPortal, client: Client) -> None:
+        self._portal = portal
+        self._client = client
+
+    def _call(self, name: str, *args: Any) -> Any:
+        return self._portal.call(lambda: getattr(self._client.sync, name)(*args))
+
+    def start(self) -> None:
+        self._call("start")
+
+    def stop(self) -> None:
+        self._call("stop")
+
+    def seed(self, data: Mapping[str, Sequence[dict[str, Any]]]) -> Any:
+        return self._call("seed", data)
+
+    def clone(self, resources: Sequence[str] | None = None) -> Any:
+        return self._call("clone", resources)
+
+    def pull(self, resources: Sequence[str] | None = None) -> Any:
+        return self._call("pull", resources)
+
+    def push(self) -> Any:
+        return self._call("push")
+
+    def clone_up(self, resources: Sequence[str] | None = None) -> Any:
+        return self._call("clone_up", resources)
+
+    def reconcile(self, resources: Sequence[str] | None = None) -> Any:
+        return self._call("reconcile", resources)
+
+    def status(self) -> SyncStatus:
+        return self._call("status")  # type: ignore[no-any-return]
+
+    def notify(self, signal: str) -> None:
+        self._call("notify", signal)
+
+
+class BlockingEvents:
+    """``client.events``: ``on`` / ``off`` / ``once``; listeners run on the loop thread."""
+
+    def __init__(self, portal: BlockingPortal, client: Client) -> None:
+        self._portal = portal
+        self._client = client
+
+    def on(self, name: str, listener: Callable[[Event], Any]) -> Callable[[Event], Any]:
+        return self._portal.call(lambda: _sync(self._client.events.on, name, listener))
+
+    def once(self, name: str, listener: Callable[[Event], Any]) -> Callable[[Event], Any]:
+        return self._portal.call(lambda: _sync(self._client.events.once, name, listener))
+
+    def off(self, name: str, listener: Callable[[Event], Any] | None = None) -> None:
+        self._portal.call(lambda: _sync(self._client.events.off, name, listener))
+
+
+async def _sync(function: Callable[..., Any], *args: Any) -> Any:
+    return function(*args)
+
+
+class BlockingClient:
+    """A :class:`~datafn.client.client.Client` for code that is not async; same arguments.
+
+    Use it as a context manager, or call :meth:`open` and :meth:`close`.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._client = Client(**kwargs)
+        self._stack: contextlib.ExitStack | None = None
+        self._portal: BlockingPortal | None = None
+
+    def open(self) -> BlockingClient:
+        stack = contextlib.ExitStack()
+        try:
+            portal = stack.enter_context(start_blocking_portal())
+            stack.enter_context(portal.wrap_async_context_manager(self._client))
+        except BaseException:
+            stack.close()
+            raise
+        self._stack, self._portal = stack, portal
+        self.sync = BlockingSync(portal, self._client)
+        self.events = BlockingEvents(portal, self._client)
+        return self
+
+    def close(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    def __enter__(self) -> BlockingClient:
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def client_id(self) -> str:
+        return self._client.client_id
+
+    @property
+    def portal(self) -> BlockingPortal:
+        """The portal running the event loop (``portal.call(async_fn, …)``)."""
+        if self._portal is None:
+            raise RuntimeError("the client is not open")
+        return self._portal
+
+    def table(self, name: str) -> BlockingTable:
+        return BlockingTable(self.portal, self._client.table(name))

@@ -1,0 +1,292 @@
+"""``datafn.Client``: the local store, its tables, the sync engine and the event bus.
+
+::
+
+    async with datafn.Client(schema="schema.json", remote="http://127.0.0.1:8787/datafn",
+                             store="sqlite:///app.db") as client:
+        todo = await client.table("todos").insert({"title": "write docs"})
+        await client.sync.start()
+
+Every argument may instead come from ``[tool.datafn]`` / ``DATAFN_*`` (see :mod:`datafn.config`);
+arguments win. The store is chosen by the scheme of its URL from the ``client store``
+registry, the transport by ``sync.transport`` from the ``transport`` registry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from datafn.client.engine import SyncEngine
+from datafn.client.store import ClientStore, LocalWrite, Query
+from datafn.client.transport import Transport
+from datafn.config import SyncSettings
+from datafn.errors import ConfigError, ValidationFailed
+from datafn.events import EventBus
+from datafn.registry import backend_name
+from datafn.runtime import Runtime
+from datafn.schema import ResourceSpec, Schema, check_json_value, load_schema
+
+__all__ = ["Client", "Table"]
+
+_SYNC_KEYS = frozenset(SyncSettings.model_fields)
+
+
+class Table:
+    """The records of one resource in the local store: ``client.table("todos")``.
+
+    Writes are validated against the schema (errors carry the field path, e.g. ``$.title``),
+    applied to the local store together with their changelog entry in one transaction, and
+    announced with ``mutation_applied``. ``guard`` is the optimistic-concurrency condition
+    sent to the server as the mutation's ``if``: field values the server's copy must have.
+    """
+
+    def __init__(self, client: Client, spec: ResourceSpec) -> None:
+        self._client = client
+        self.spec = spec
+        self.name = spec.name
+
+    def __repr__(self) -> str:
+        return f"<Table {self.name}>"
+
+    async def insert(
+        self, record: Mapping[str, Any], *, guard: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Insert a new record (an id ``"<idPrefix>:<uuid>"`` is generated when absent)."""
+        body = dict(record)
+        body.setdefault("id", self.spec.new_id())
+        checked = self.spec.validate_record(body)
+        return await self._write("insert", checked["id"], checked, guard)
+
+    async def replace(
+        self, record: Mapping[str, Any], *, guard: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Write the full record (created when missing)."""
+        body = dict(record)
+        body.setdefault("id", self.spec.new_id())
+        checked = self.spec.validate_record(body)
+        return await self._write("replace", checked["id"], checked, guard)
+
+    async def merge(
+        self, record: Mapping[str, Any], *, guard: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Update some fields of the record ``record["id"]`` (created when missing)."""
+        if "id" not in record:
+            raise ValidationFailed(
+                "a merge needs the record's id", code="DFQL_INVALID", path="$.id"
+            )
+        delta = self.spec.validate_record(dict(record), partial=True)
+        current = await self._client.store.get(self.name, delta["id"]) or {"id": delta["id"]}
+        self.spec.validate_record({**current, **delta})
+        return await self._write("merge", delta["id"], delta, guard)
+
+    async def delete(self, record_id: str, *, guard: Mapping[str, Any] | None = None) -> None:
+        """Delete the record (deleting a missing record is not an error)."""
+        self.spec.validate_record({"id": record_id}, partial=True)
+        await self._write("delete", record_id, None, guard)
+
+    async def get(self, record_id: str) -> dict[str, Any] | None:
+        """The record, or None."""
+        return await self._client.store.get(self.name, record_id)
+
+    async def query(
+        self,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        sort: str | Sequence[str] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Records matching ``filters`` (``{"done": False, "priority": {"gte": 2}}``), ordered
+        by ``sort`` (``"-priority"`` for descending; default by id), paged by limit/offset."""
+        keys = (sort,) if isinstance(sort, str) else tuple(sort)
+        for name in [*(filters or {}), *(k.lstrip("-") for k in keys)]:
+            if name != "id" and self.spec.field(name) is None:
+                raise ValidationFailed(
+                    f"unknown field {name!r} of resource {self.name!r}",
+                    code="DFQL_UNKNOWN_FIELD",
+                    path=f"filters.{name}" if name in (filters or {}) else "sort",
+                )
+        if (limit is not None and limit < 0) or offset < 0:
+            raise ValidationFailed("limit and offset must be >= 0", code="DFQL_INVALID", path="$")
+        query = Query(filters=dict(filters or {}), sort=keys, limit=limit, offset=offset)
+        query.conditions()  # checks the operators
+        return await self._client.store.query(self.name, query)
+
+    async def count(self) -> int:
+        """How many records the local store holds."""
+        return await self._client.store.count(self.name)
+
+    async def _write(
+        self,
+        operation: str,
+        record_id: str,
+        record: dict[str, Any] | None,
+        guard: Mapping[str, Any] | None,
+    ) -> Any:
+        if guard is not None:
+            check_json_value(dict(guard), path="if")
+        write = LocalWrite(
+            resource=self.name,
+            operation=operation,  # type: ignore[arg-type]
+            record_id=record_id,
+            record=record,
+            mutation_id=str(uuid.uuid4()),
+            version=self.spec.version,
+            guard=dict(guard) if guard is not None else None,
+        )
+        client = self._client
+        after, _entry = await client.store.write(write)
+        await client.events.emit(
+            "mutation_applied",
+            resource=self.name,
+            record_id=record_id,
+            operation=operation,
+            mutation_id=write.mutation_id,
+        )
+        client.sync.notify_write()
+        return after
+
+
+class Client:
+    """The DataFn client: an async context manager.
+
+    :param schema: a :class:`~datafn.schema.Schema`, a dict or a ``.json``/``.toml`` path
+        (default: the ``schema`` setting).
+    :param remote: the server's base URL (default: ``sync.remote``); without one the client
+        works purely locally and sync operations raise ConfigError.
+    :param store: the client store URL (``sqlite:///app.db``, ``memory://``; default:
+        ``store``).
+    :param client_id: default: the ``client-id`` setting, else an id generated once and kept in
+        the store.
+    :param transport: a transport name, or a ready :class:`~datafn.client.transport.Transport`
+        (tests pass one built on ``httpx.MockTransport``).
+    :param plugins: plugin objects to register besides the installed ones.
+    :param sync: more ``[tool.datafn.sync]`` settings, snake_case (``{"push_interval": 5}``);
+        any sync setting may also be passed as a keyword (``push_batch_size=50``).
+    """
+
+    def __init__(
+        self,
+        *,
+        schema: Schema | Mapping[str, Any] | str | Path | None = None,
+        remote: str | None = None,
+        store: str | None = None,
+        client_id: str | None = None,
+        transport: str | Transport | None = None,
+        plugins: Sequence[object] = (),
+        pyproject: Path | str | None = None,
+        use_env: bool = True,
+        sync: Mapping[str, Any] | None = None,
+        **settings: Any,
+    ) -> None:
+        sync_settings = dict(sync or {})
+        for key in list(settings):
+            if key in _SYNC_KEYS:
+                sync_settings[key] = settings.pop(key)
+        if remote is not None:
+            sync_settings["remote"] = remote
+        if isinstance(transport, str):
+            sync_settings["transport"] = transport
+        self._schema_arg = schema
+        self._transport_arg = transport if isinstance(transport, Transport) else None
+        self._boot = {
+            "plugins": plugins,
+            "pyproject": pyproject,
+            "use_env": use_env,
+            "store": store,
+            "client_id": client_id,
+            **({"sync": sync_settings} if sync_settings else {}),
+            **settings,
+        }
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._tables: dict[str, Table] = {}
+
+    async def __aenter__(self) -> Client:
+        stack = contextlib.AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            await self._open(stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.__aexit__(*exc_info)
+
+    async def aclose(self) -> None:
+        await self.__aexit__(None, None, None)
+
+    async def _open(self, stack: contextlib.AsyncExitStack) -> None:
+        self.runtime = Runtime.boot(**self._boot)
+        config = self.runtime.config
+        self.schema = self._load_schema()
+        url = config.settings.store
+        factory = self.runtime.plugins.registry("client store").get(backend_name(url))
+        self.store: ClientStore = factory(url, self.schema, config)
+        await self.store.open()
+        stack.push_async_callback(self.store.aclose)
+        client_id = config.settings.client_id or await self.store.get_meta("client_id")
+        if client_id is None:
+            client_id = f"client:{uuid.uuid4()}"
+            await self.store.set_meta("client_id", client_id)
+        self.client_id: str = client_id
+        self.events = EventBus(hooks=self.runtime.plugins.caller)
+        transport = self._transport_arg
+        if transport is None and config.sync.remote:
+            registry = self.runtime.plugins.registry("transport")
+            transport = registry.get(config.sync.transport)(config.sync.remote, config)
+        if transport is not None:
+            stack.push_async_callback(transport.aclose)
+        self.transport = transport
+        self.sync = SyncEngine(
+            runtime=self.runtime,
+            schema=self.schema,
+            store=self.store,
+            transport=transport,
+            events=self.events,
+            client_id=client_id,
+        )
+        task_group = anyio.create_task_group()
+        await stack.enter_async_context(task_group)
+        stack.push_async_callback(self.sync.stop)
+        self.sync._attach(task_group)
+
+    def _load_schema(self) -> Schema:
+        source = self._schema_arg
+        if source is None:
+            source = self.runtime.config.schema_source
+            if isinstance(source, str | Path) and not Path(source).is_absolute():
+                source = self.runtime.base_dir / source
+        if source is None:
+            raise ConfigError(
+                "no schema given; pass schema=… or set `schema` in [tool.datafn]",
+                key="tool.datafn.schema",
+            )
+        return load_schema(source)
+
+    def table(self, name: str) -> Table:
+        """The local table of resource ``name``."""
+        table = self._tables.get(name)
+        if table is None:
+            if self._stack is None:
+                raise RuntimeError("use the client inside `async with Client(...)`")
+            spec = self.schema.resource(name)
+            if spec.is_remote_only:
+                raise ValidationFailed(
+                    f"resource {name!r} is remote-only and has no local table",
+                    code="DFQL_INVALID",
+                    path="$",
+                )
+            table = self._tables[name] = Table(self, spec)
+        return table

@@ -1,0 +1,442 @@
+"""The sync engine behind ``client.sync``: runs the phases, owns the triggers, keeps status.
+
+Every phase (seed, clone, pull, push, clone_up, reconcile) and the lifecycle loop run through
+their ``datafn_sync_*`` hook (:mod:`datafn.plugin.spec`); the defaults are the built-in plugin
+:mod:`datafn.builtins.client_phases`. Around each phase the engine emits ``sync_started`` and
+then ``sync_applied`` or ``sync_failed``; around each request it calls the fail-closed
+``datafn_before_sync`` and the fail-open ``datafn_after_sync`` hooks (:meth:`SyncEngine.request`).
+
+One lock serialises the public operations, so a trigger's pull never interleaves with an
+explicit push; phases started from inside a phase (reconcile re-cloning) reuse the held lock
+through :meth:`SyncEngine.run_phase`.
+
+Phase hooks are not bounded by ``hook-timeout``: a clone of a million records legitimately
+takes longer; each request is bounded by ``sync.request-timeout`` instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import anyio.abc
+
+from datafn.client.reports import CloneProgress, PushReport, SyncStatus
+from datafn.client.store import ClientStore
+from datafn.client.transport import Transport
+from datafn.context import SyncContext
+from datafn.errors import (
+    ConfigError,
+    DatafnError,
+    PluginError,
+    ProtocolError,
+    ServiceUnavailable,
+    TransportError,
+)
+from datafn.events import EventBus
+from datafn.protocol import WireModel, parse_envelope
+from datafn.schema import Schema
+
+if TYPE_CHECKING:
+    from datafn.runtime import Runtime
+
+__all__ = ["PHASES", "Signal", "SyncEngine"]
+
+log = logging.getLogger("datafn.sync")
+
+M = TypeVar("M", bound=WireModel)
+T = TypeVar("T")
+
+#: The phases, in lifecycle order.
+PHASES = ("seed", "clone", "pull", "push", "clone_up", "reconcile")
+
+#: Codes worth retrying: the server or the network may do better a moment later.
+_TRANSIENT_CODES = frozenset(
+    {"TRANSPORT_ERROR", "SERVICE_UNAVAILABLE", "INTERNAL", "MUTATION_FAILED"}
+)
+
+#: Application signals accepted by :meth:`SyncEngine.notify`.
+SIGNALS = frozenset({"focus", "visibility", "online", "offline"})
+
+
+class Signal:
+    """A level-triggered wake-up: ``set()`` wakes the waiter; ``wait()`` consumes it."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        event = self._event
+        await event.wait()
+        if self._event is event:
+            self._event = anyio.Event()
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error may go away on retry (network, overload, server-side failure)."""
+    return isinstance(exc, TransportError | ServiceUnavailable) or (
+        isinstance(exc, ProtocolError) and exc.code in _TRANSIENT_CODES
+    )
+
+
+class SyncEngine:
+    """``client.sync``: start / stop / seed / clone / pull / push / clone_up / reconcile /
+    status / notify.
+
+    Attributes tests may replace: ``sleep`` (awaitable ``sleep(seconds)``) and ``random``
+    (``random() -> float`` in [0, 1)) used for retry backoff and jitter.
+    """
+
+    def __init__(
+        self,
+        *,
+        runtime: Runtime,
+        schema: Schema,
+        store: ClientStore,
+        transport: Transport | None,
+        events: EventBus,
+        client_id: str,
+    ) -> None:
+        self.runtime = runtime
+        self.config = runtime.config.sync
+        self.schema = schema
+        self.store = store
+        self.transport = transport
+        self.events = events
+        self.client_id = client_id
+        self.sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+        self.random: Callable[[], float] = random.random
+        #: Local resources (remote-only ones are never cloned or pulled).
+        self.resources = [r.name for r in schema.resources if not r.is_remote_only]
+        self.online = True
+        #: Highest seq up to which every change of every hydrated resource has been applied,
+        #: when known (set by a complete pull, kept by a push that saw no other writer).
+        self.caught_up: int | None = None
+        self.phase: str | None = None
+        self.last_sync_at: float | None = None
+        self.last_error: BaseException | None = None
+        self.download_progress: dict[str, CloneProgress] = {}
+        #: Set after each local write (the after-write trigger pushes).
+        self.local_writes = Signal()
+        #: Set when a push saw changes of other writers (the post-push trigger pulls).
+        self.foreign_changes = Signal()
+        #: Set when the engine goes offline (the connectivity trigger probes).
+        self.went_offline = Signal()
+        #: Application signals (``focus``, ``visibility``) for the focus trigger.
+        self.app_signals = Signal()
+        self.last_app_signal: str | None = None
+        #: Trigger names that are running (set by the triggers themselves).
+        self.active_triggers: set[str] = set()
+        self._lock = anyio.Lock()
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._stopped: anyio.Event | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def _attach(self, task_group: anyio.abc.TaskGroup) -> None:
+        """The client hands over the task group that owns the engine's background tasks."""
+        self._task_group = task_group
+
+    @property
+    def running(self) -> bool:
+        return self._scope is not None
+
+    async def start(self) -> None:
+        """Start the lifecycle loop (``datafn_sync_loop``): initial sync, then the triggers."""
+        if self._scope is not None:
+            return
+        if self._task_group is None:
+            raise RuntimeError("the sync engine starts inside `async with Client(...)`")
+        self._require_transport()
+        self._scope = anyio.CancelScope()
+        self._stopped = anyio.Event()
+        self._task_group.start_soon(self._run_loop, name="datafn sync loop")
+
+    async def _run_loop(self) -> None:
+        assert self._scope is not None and self._stopped is not None
+        try:
+            with self._scope:
+                await self.call_phase_hook("datafn_sync_loop", engine=self)
+        except Exception:
+            log.exception("the sync loop ended with an error")
+        finally:
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        """Stop the loop and every trigger; waits until they have ended."""
+        if self._scope is None:
+            return
+        self._scope.cancel()
+        assert self._stopped is not None
+        await self._stopped.wait()
+        self._scope = None
+        self.active_triggers.clear()
+
+    async def run_triggers(self) -> None:
+        """Run the configured triggers until cancelled (used by the lifecycle loop)."""
+        registry = self.runtime.plugins.registry("trigger")
+        names = self.config.triggers if self.config.triggers is not None else registry.names()
+        triggers = [registry.get(name)(self) for name in names]
+        async with anyio.create_task_group() as tg:
+            for name, trigger in zip(names, triggers, strict=True):
+                tg.start_soon(trigger.run, name=f"datafn trigger {name}")
+            await anyio.sleep_forever()
+
+    # -- public operations ---------------------------------------------------------------------
+
+    async def seed(self, data: Mapping[str, Sequence[dict[str, Any]]]) -> Any:
+        """Send server-side initial data (an administrative call; ``authorize`` decides)."""
+        async with self._lock:
+            return await self.run_phase(
+                "seed", resources=list(data), data={k: list(v) for k, v in data.items()}
+            )
+
+    async def clone(self, resources: Sequence[str] | None = None) -> Any:
+        """Clone the resources (default: every local resource not hydrated yet)."""
+        async with self._lock:
+            return await self.run_phase("clone", resources=await self._clone_targets(resources))
+
+    async def pull(self, resources: Sequence[str] | None = None) -> Any:
+        """Pull changes since the per-resource cursors (default: every hydrated resource)."""
+        async with self._lock:
+            return await self.run_phase("pull", resources=self._targets(resources))
+
+    async def push(self) -> PushReport:
+        """Push the changelog; pulls afterwards when other writers were active."""
+        async with self._lock:
+            return await self.push_unlocked()
+
+    async def clone_up(self, resources: Sequence[str] | None = None) -> Any:
+        """Upload data created while there was no server, then clone those resources."""
+        async with self._lock:
+            return await self.run_phase("clone_up", resources=self._targets(resources))
+
+    async def reconcile(self, resources: Sequence[str] | None = None) -> Any:
+        """Compare local and server counts and re-clone the resources that differ."""
+        async with self._lock:
+            return await self.run_phase("reconcile", resources=self._targets(resources))
+
+    async def sync_all(self) -> None:
+        """One full round: cloneUp and clone of unhydrated resources, pull, push."""
+        async with self._lock:
+            await self.sync_all_unlocked()
+
+    async def sync_all_unlocked(self) -> None:
+        states = await self.store.states(self.resources)
+        fresh = [r for r, s in states.items() if s.hydration == "notStarted"]
+        filled = [r for r in fresh if await self.store.count(r) > 0]
+        if filled:
+            await self.run_phase("clone_up", resources=filled)
+        unhydrated = await self._clone_targets(None)
+        if unhydrated:
+            await self.run_phase("clone", resources=unhydrated)
+        await self.run_phase("pull", resources=self.resources)
+        await self.push_unlocked()
+
+    async def push_unlocked(self) -> PushReport:
+        report: PushReport = await self.run_phase("push", resources=self.resources)
+        if report.foreign_changes:
+            if "post_push" in self.active_triggers:
+                self.foreign_changes.set()
+            else:
+                await self.run_phase("pull", resources=self.resources)
+        return report
+
+    async def status(self) -> SyncStatus:
+        """A snapshot: state, phase, pending changes, last sync time and error, online,
+        download progress, cursors and hydration per resource."""
+        states = await self.store.states(self.resources)
+        if not self.online:
+            state = "offline"
+        elif self.phase is not None:
+            state = "syncing"
+        elif self.running:
+            state = "idle"
+        else:
+            state = "stopped"
+        return SyncStatus(
+            state=state,  # type: ignore[arg-type]
+            phase=self.phase,
+            pending_changes=await self.store.pending_count(),
+            last_sync_at=self.last_sync_at,
+            last_error=self.last_error,
+            online=self.online,
+            download_progress=dict(self.download_progress),
+            cursors={r: s.cursor for r, s in states.items()},
+            hydration={r: s.hydration for r, s in states.items()},
+        )
+
+    async def notify(self, signal: str) -> None:
+        """An application signal: ``focus`` / ``visibility`` (pull), ``online`` / ``offline``.
+
+        GUI programs call ``client.sync.notify("focus")`` when their window gains focus.
+        """
+        if signal not in SIGNALS:
+            raise ValueError(f"unknown signal {signal!r}; signals: {', '.join(sorted(SIGNALS))}")
+        if signal in ("online", "offline"):
+            await self.set_online(signal == "online")
+            return
+        self.last_app_signal = signal
+        self.app_signals.set()
+
+    async def cursor_announced(self, cursor: int | str) -> bool:
+        """The seam for real-time channels: the server announced cursor ``n``.
+
+        Pulls when ``n`` is above the global cursor; returns whether it pulled.
+        """
+        n = int(cursor)
+        if n <= await self.global_cursor():
+            return False
+        await self.quietly(self.pull)
+        return True
+
+    def notify_write(self) -> None:
+        """Called by the client after each committed local write."""
+        self.local_writes.set()
+
+    async def quietly(self, operation: Callable[[], Awaitable[Any]]) -> Any:
+        """Run an operation for a trigger: failures were reported as events; log and go on."""
+        try:
+            return await operation()
+        except DatafnError as exc:
+            log.info("background sync failed: %s", exc)
+        return None
+
+    # -- what phases use -----------------------------------------------------------------------
+
+    async def global_cursor(self) -> int:
+        """The maximum of the per-resource cursors of hydrated resources."""
+        states = await self.store.states(self.resources)
+        return max((s.cursor for s in states.values() if s.hydration == "ready"), default=0)
+
+    async def set_online(self, online: bool) -> None:
+        if online == self.online:
+            return
+        self.online = online
+        if not online:
+            self.went_offline.set()
+        await self.events.emit("connectivity_changed", online=online)
+
+    async def request(
+        self,
+        phase: str,
+        endpoint: str,
+        payload: dict[str, Any],
+        model: type[M],
+        *,
+        resources: Sequence[str] = (),
+    ) -> M:
+        """Send one request of ``phase`` through the policy hooks and the transport.
+
+        ``datafn_before_sync`` may replace or veto the payload (fail-closed, raises
+        :class:`~datafn.errors.SyncVetoed`); ``datafn_after_sync`` observes the parsed result
+        (fail-open). A :class:`~datafn.errors.TransportError` marks the client offline.
+        """
+        transport = self._require_transport()
+        context = SyncContext(side="client", client_id=self.client_id, resources=tuple(resources))
+        caller = self.runtime.plugins.caller
+        payload = await caller.before_sync(phase, payload, context)
+        try:
+            body = await transport.request(endpoint, payload)
+        except TransportError:
+            await self.set_online(False)
+            raise
+        await self.set_online(True)
+        result = parse_envelope(body, model)
+        await caller.after_sync(phase, payload, result, context, on_failure=self._plugin_failed)
+        return result
+
+    async def retrying(self, phase: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run ``operation``, retrying transient failures up to ``push-max-retries`` times with
+        exponential backoff and jitter; ``sync_retry`` is emitted before each retry."""
+        attempt = 0
+        while True:
+            try:
+                return await operation()
+            except ProtocolError as exc:
+                if not is_transient(exc) or attempt >= self.config.push_max_retries:
+                    raise
+                attempt += 1
+                base = self.config.retry_base_delay
+                delay = min(base * 2 ** (attempt - 1), self.config.retry_max_delay)
+                delay += self.random() * base
+                await self.events.emit(
+                    "sync_retry", phase=phase, attempt=attempt, delay=delay, error=exc
+                )
+                await self.sleep(delay)
+
+    async def run_phase(self, phase: str, *, resources: Sequence[str] = (), **kwargs: Any) -> Any:
+        """Run one phase through its hook with its events (the caller holds the lock)."""
+        self._require_transport()
+        resources = list(resources)
+        previous, self.phase = self.phase, phase
+        await self.events.emit("sync_started", phase=phase, resources=resources)
+        hook_kwargs: dict[str, Any] = {"engine": self, **kwargs}
+        if phase not in ("push", "seed"):
+            hook_kwargs["resources"] = resources
+        try:
+            result = await self.call_phase_hook(f"datafn_sync_{phase}", **hook_kwargs)
+        except Exception as exc:
+            self.last_error = exc
+            await self.events.emit("sync_failed", phase=phase, resources=resources, error=exc)
+            raise
+        finally:
+            self.phase = previous
+        self.last_sync_at = time.time()
+        await self.events.emit("sync_applied", phase=phase, resources=resources, result=result)
+        return result
+
+    async def call_phase_hook(self, name: str, **kwargs: Any) -> Any:
+        """First-result call of a phase hook, without the hook timeout; errors propagate as
+        they are (a ``Conflict`` stays a ``Conflict``)."""
+        for impl, plugin in self.runtime.plugins.caller.implementations(name):
+            try:
+                args = [kwargs[a] for a in impl.argnames]
+            except KeyError as exc:
+                raise PluginError(f"{name} in plugin {plugin!r} asks for {exc}") from None
+            value = impl.function(*args)
+            if inspect.isawaitable(value):
+                value = await value
+            if value is not None:
+                return value
+        raise PluginError(f"no plugin implements {name}")
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _require_transport(self) -> Transport:
+        if self.transport is None:
+            raise ConfigError(
+                "no remote is configured; pass remote=… or set it in [tool.datafn.sync]",
+                key="tool.datafn.sync.remote",
+            )
+        return self.transport
+
+    def _targets(self, resources: Sequence[str] | None) -> list[str]:
+        if resources is None:
+            return list(self.resources)
+        for name in resources:
+            spec = self.schema.resource(name, path="resources")
+            if spec.is_remote_only:
+                raise ConfigError(f"resource {name!r} is remote-only and never synced locally")
+        return list(resources)
+
+    async def _clone_targets(self, resources: Sequence[str] | None) -> list[str]:
+        if resources is not None:
+            return self._targets(resources)
+        states = await self.store.states(self.resources)
+        return [r for r, s in states.items() if s.hydration != "ready"]
+
+    async def _plugin_failed(self, failure: Any) -> None:
+        await self.events.emit("plugin_error", plugin=failure.plugin, error=failure.error)

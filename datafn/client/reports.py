@@ -1,0 +1,104 @@
+"""What each sync phase returns, and the client's sync status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "CloneProgress",
+    "CloneReport",
+    "CloneUpReport",
+    "PullReport",
+    "PushReport",
+    "ReconcileReport",
+    "RejectedMutation",
+    "SyncStatus",
+]
+
+
+@dataclass
+class CloneProgress:
+    """Download progress of one resource: records applied, and the server's count when known."""
+
+    resource: str
+    done: int = 0
+    total: int | None = None
+    finished: bool = False
+
+
+@dataclass
+class CloneReport:
+    """The clone phase: records applied per resource and the cursor each resource got."""
+
+    records: dict[str, int] = field(default_factory=dict)
+    cursors: dict[str, int] = field(default_factory=dict)
+    pages: int = 0
+
+
+@dataclass
+class PullReport:
+    """The pull phase: changes applied, requests made, and whether more was left on the
+    server after ``max-pull-iterations`` requests."""
+
+    changes: int = 0
+    requests: int = 0
+    cursors: dict[str, int] = field(default_factory=dict)
+    has_more: bool = False
+
+
+@dataclass(frozen=True)
+class RejectedMutation:
+    """A mutation the server refused for good; ``error`` is the server's error."""
+
+    mutation_id: str
+    resource: str
+    record_id: str
+    operation: str
+    error: Any
+
+
+@dataclass
+class PushReport:
+    """The push phase: mutations applied and rejected, and whether other writers were seen."""
+
+    applied: int = 0
+    rejected: list[RejectedMutation] = field(default_factory=list)
+    batches: int = 0
+    foreign_changes: bool = False
+
+
+@dataclass
+class CloneUpReport:
+    """The cloneUp phase: records uploaded per resource."""
+
+    uploaded: dict[str, int] = field(default_factory=dict)
+    rejected: list[RejectedMutation] = field(default_factory=list)
+
+
+@dataclass
+class ReconcileReport:
+    """The reconcile phase: counts on both sides and the resources that were re-cloned."""
+
+    local: dict[str, int] = field(default_factory=dict)
+    remote: dict[str, int] = field(default_factory=dict)
+    recloned: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    """A snapshot of the sync engine (``await client.sync.status()``).
+
+    ``state``: ``stopped`` (engine not started), ``idle``, ``syncing``, ``offline``.
+    ``last_sync_at`` is a Unix time in seconds.
+    """
+
+    state: Literal["stopped", "idle", "syncing", "offline"]
+    phase: str | None
+    pending_changes: int
+    last_sync_at: float | None
+    last_error: BaseException | None
+    online: bool
+    download_progress: dict[str, CloneProgress]
+    cursors: dict[str, int]
+    hydration: dict[str, str]

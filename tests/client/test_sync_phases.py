@@ -1,0 +1,442 @@
+"""The phases against an in-memory server behind httpx.MockTransport."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from datafn import Client, Conflict, SyncVetoed, TransportError, Veto, hookimpl
+from datafn.builtins.client_phases import clone_up_mutation_id
+from datafn.events import Event
+from tests.client.conftest import _no_sleep, hosted
+from tests.client.fake_server import FakeServer, envelope_error, unreachable
+
+
+def record_events(client: Client) -> list[Event]:
+    seen: list[Event] = []
+    client.events.on("*", seen.append)
+    return seen
+
+
+def names(events: list[Event]) -> list[tuple[str, str | None]]:
+    return [(e.name, e.context.phase) for e in events if e.name.startswith("sync_")]
+
+
+# -- clone ----------------------------------------------------------------------------------
+
+
+async def test_clone_pages_with_progress_and_events(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    for i in range(7):
+        server.write("todos", "insert", f"t{i}", {"title": f"task {i}"})
+    async with hosted(make_client(clone_page_size=3)) as client:
+        events = record_events(client)
+        report = await client.sync.clone()
+        assert report.records == {"todos": 7, "notes": 0}
+        assert await client.table("todos").count() == 7
+        status = await client.sync.status()
+        assert status.hydration == {"todos": "ready", "notes": "ready"}
+        assert status.cursors["todos"] == 7
+        progress = status.download_progress["todos"]
+        assert (progress.done, progress.total, progress.finished) == (7, 7, True)
+        assert names(events) == [("sync_started", "clone"), ("sync_applied", "clone")]
+        pages = [p["page"]["afterId"] for e, p in server.requests if e == "clone"]
+        assert pages == [None, "t2", "t5", None]  # 3 pages of todos, 1 of notes
+
+
+async def test_clone_resumes_after_the_last_applied_page(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    for i in range(7):
+        server.write("todos", "insert", f"t{i}", {"title": f"task {i}"})
+    async with hosted(make_client(clone_page_size=3)) as client:
+        server.faults["clone"] = [lambda p: server_ok(server, p), unreachable]
+        with pytest.raises(TransportError):
+            await client.sync.clone(["todos"])
+        state = (await client.store.states(["todos"]))["todos"]
+        assert state.hydration == "hydrating" and state.clone_after_id == "t2"
+        assert state.clone_cursor == 7
+        server.requests.clear()
+        await client.sync.clone(["todos"])
+        pages = [p["page"]["afterId"] for e, p in server.requests if e == "clone"]
+        assert pages == ["t2", "t5"]
+        assert await client.table("todos").count() == 7
+        assert (await client.sync.status()).hydration["todos"] == "ready"
+
+
+def server_ok(server: FakeServer, payload: Any) -> httpx.Response:
+    return httpx.Response(200, json={"ok": True, "result": server.do_clone(payload)})
+
+
+async def test_changes_made_during_the_clone_are_pulled_afterwards(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    for i in range(6):
+        server.write("todos", "insert", f"t{i}", {"title": f"task {i}"})
+
+    def first_page_then_write(payload: Any) -> httpx.Response:
+        response = server_ok(server, payload)
+        server.write("todos", "merge", "t0", {"title": "changed during clone"})
+        server.write("todos", "delete", "t4")
+        return response
+
+    async with hosted(make_client(clone_page_size=3)) as client:
+        server.faults["clone"] = [first_page_then_write]
+        await client.sync.clone(["todos"])
+        assert (await client.table("todos").get("t0"))["title"] == "task 0"  # type: ignore[index]
+        assert (await client.sync.status()).cursors["todos"] == 6
+        await client.sync.pull()
+        assert (await client.table("todos").get("t0"))["title"] == "changed during clone"  # type: ignore[index]
+        assert await client.table("todos").get("t4") is None
+        assert sorted(r["id"] for r in await client.table("todos").query()) == sorted(
+            server.table("todos")
+        )
+
+
+# -- pull -----------------------------------------------------------------------------------
+
+
+async def test_pull_repeats_while_has_more_up_to_max_iterations(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    async with hosted(make_client(pull_batch_size=10, max_pull_iterations=3)) as client:
+        await client.sync.clone()
+        for i in range(45):
+            server.write("todos", "insert", f"t{i:02}", {"title": "x"})
+        report = await client.sync.pull()
+        assert (report.requests, report.changes, report.has_more) == (3, 30, True)
+        assert all(p["limit"] == 10 for e, p in server.requests if e == "pull")
+        report = await client.sync.pull()
+        assert (report.requests, report.has_more) == (2, False)
+        assert await client.table("todos").count() == 45
+        assert (await client.sync.status()).cursors["todos"] == 45
+
+
+async def test_pull_applies_merges_and_deletes(client: Client, server: FakeServer) -> None:
+    server.write("todos", "insert", "t1", {"title": "a", "priority": 1})
+    server.write("todos", "insert", "t2", {"title": "b"})
+    await client.sync.clone()
+    server.write("todos", "merge", "t1", {"done": True})
+    server.write("todos", "delete", "t2")
+    server.write("notes", "insert", "n1", {"body": "hi"})
+    await client.sync.pull()
+    assert await client.table("todos").get("t1") == {
+        "id": "t1",
+        "title": "a",
+        "priority": 1,
+        "done": True,
+    }
+    assert await client.table("todos").get("t2") is None
+    assert await client.table("notes").get("n1") == {"id": "n1", "body": "hi"}
+
+
+async def test_a_cursor_moving_backwards_is_refused_and_nothing_applied(
+    client: Client, server: FakeServer
+) -> None:
+    server.write("todos", "insert", "t1", {"title": "a"})
+    await client.sync.clone()
+    events = record_events(client)
+    backwards = {
+        "records": {"todos": [{"id": "t9", "title": "evil"}]},
+        "cursors": {"todos": "0", "notes": "0"},
+        "hasMore": False,
+    }
+    server.fail("pull", lambda p: httpx.Response(200, json={"ok": True, "result": backwards}))
+    with pytest.raises(Conflict) as info:
+        await client.sync.pull()
+    assert info.value.path == "cursors.todos"
+    assert await client.table("todos").get("t9") is None
+    assert (await client.sync.status()).cursors["todos"] == 1
+    assert names(events)[-1] == ("sync_failed", "pull")
+
+
+async def test_pulled_data_is_rebased_under_pending_local_writes(
+    client: Client, server: FakeServer
+) -> None:
+    server.write("todos", "insert", "t1", {"title": "server", "priority": 1})
+    await client.sync.clone()
+    await client.table("todos").merge({"id": "t1", "done": True})
+    server.write("todos", "replace", "t1", {"title": "server v2", "priority": 2})
+    await client.sync.pull()
+    assert await client.table("todos").get("t1") == {
+        "id": "t1",
+        "title": "server v2",
+        "priority": 2,
+        "done": True,
+    }
+
+
+# -- push -----------------------------------------------------------------------------------
+
+
+async def test_push_sends_the_changelog_in_batches_in_order(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    async with hosted(make_client(push_batch_size=4)) as client:
+        await client.sync.clone()
+        await client.sync.pull()
+        for i in range(10):
+            await client.table("todos").insert({"id": f"t{i}", "title": str(i)})
+        await client.table("todos").delete("t0")
+        report = await client.sync.push()
+        assert (report.applied, report.batches) == (11, 3)
+        batches = [p["mutations"] for e, p in server.requests if e == "push"]
+        assert [len(b) for b in batches] == [4, 4, 3]
+        assert [m["id"] for b in batches for m in b][:3] == ["t0", "t1", "t2"]
+        assert batches[-1][-1]["operation"] == "delete"
+        assert await client.store.pending_count() == 0
+        assert sorted(server.table("todos")) == [f"t{i}" for i in range(1, 10)]
+        # nobody else wrote: the cursors moved over our own changes without a pull
+        assert not report.foreign_changes
+        assert (await client.sync.status()).cursors["todos"] == server.seq
+        assert [e for e, _ in server.requests].count("pull") == 1
+
+
+async def test_push_retries_with_backoff_and_jitter(client: Client, server: FakeServer) -> None:
+    await client.table("todos").insert({"id": "t1", "title": "a"})
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+
+    client.sync.sleep = sleep
+    client.sync.random = lambda: 0.5
+    events = record_events(client)
+    server.fail("push", unreachable)
+    server.fail("push", envelope_error(503, "SERVICE_UNAVAILABLE"))
+    report = await client.sync.push()
+    assert report.applied == 1
+    base = client.sync.config.retry_base_delay
+    assert delays == [base + 0.5 * base, 2 * base + 0.5 * base]
+    retries = [e for e in events if e.name == "sync_retry"]
+    assert [(e.context.attempt, e.context.delay) for e in retries] == [
+        (1, delays[0]),
+        (2, delays[1]),
+    ]
+    assert isinstance(retries[0].context.error, TransportError)
+
+
+async def test_push_gives_up_after_max_retries_with_sync_failed(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    async with hosted(make_client(push_max_retries=2)) as client:
+        client.sync.sleep = _no_sleep
+        await client.table("todos").insert({"id": "t1", "title": "a"})
+        events = record_events(client)
+        for _ in range(3):
+            server.fail("push", envelope_error(500, "INTERNAL", "database is down"))
+        with pytest.raises(Exception) as info:
+            await client.sync.push()
+        assert getattr(info.value, "code", None) == "INTERNAL"
+        assert [e.name for e in events].count("sync_retry") == 2
+        failed = [e for e in events if e.name == "sync_failed"]
+        assert failed and failed[0].context.error.message == "database is down"
+        assert await client.store.pending_count() == 1
+        assert (await client.sync.status()).last_error is failed[0].context.error
+
+
+async def test_only_the_applied_prefix_is_acknowledged(client: Client, server: FakeServer) -> None:
+    for i in range(4):
+        await client.table("todos").insert({"id": f"t{i}", "title": str(i)})
+    entries = await client.store.changelog()
+
+    def partial(payload: Any) -> httpx.Response:
+        ids = [m["mutationId"] for m in payload["mutations"]]
+        for m in payload["mutations"][:2]:
+            server.apply(m)
+            server.done[(m["clientId"], m["mutationId"])] = {"ok": True}
+        result = {
+            "ok": False,
+            "applied": [ids[0], ids[1], ids[3]],
+            "errors": [
+                {
+                    "mutationId": ids[2],
+                    "code": "INTERNAL",
+                    "message": "x",
+                    "path": "$",
+                    "retryable": True,
+                }
+            ],
+            "cursor": str(server.seq),
+            "cursorBefore": "0",
+            "cursors": {},
+        }
+        return httpx.Response(200, json={"ok": True, "result": result})
+
+    server.fail("push", partial)
+    server.fail("push", lambda p: (_ for _ in ()).throw(httpx.ConnectError("down")))
+    client.sync.config = client.sync.config.model_copy(update={"push_max_retries": 1})
+    with pytest.raises(TransportError):
+        await client.sync.push()
+    left = await client.store.changelog()
+    assert [e.seq for e in left] == [entries[2].seq, entries[3].seq]
+    await client.sync.push()  # the replay of t0/t1 is not resent; t2 and t3 go now
+    assert sorted(server.table("todos")) == ["t0", "t1", "t2", "t3"]
+
+
+async def test_guarded_conflict_is_rejected_and_reported(
+    client: Client, server: FakeServer
+) -> None:
+    server.write("todos", "insert", "t1", {"title": "a", "priority": 1})
+    await client.sync.clone()
+    await client.sync.pull()
+    server.write("todos", "merge", "t1", {"priority": 5})  # another writer
+    events = record_events(client)
+    await client.table("todos").merge({"id": "t1", "title": "mine"}, guard={"priority": 1})
+    await client.table("todos").insert({"id": "t2", "title": "fine"})
+    report = await client.sync.push()
+    assert report.applied == 1 and len(report.rejected) == 1
+    rejected = [e for e in events if e.name == "mutation_rejected"]
+    assert len(rejected) == 1
+    error = rejected[0].context.error
+    assert (error.code, error.path) == ("CONFLICT", "if")
+    assert rejected[0].context.record_id == "t1"
+    assert await client.store.pending_count() == 0
+    # the refused local write was replaced by the server's truth
+    assert await client.table("todos").get("t1") == {"id": "t1", "title": "a", "priority": 5}
+    assert await client.table("todos").get("t2") is not None
+
+
+async def test_foreign_changes_during_push_cause_a_pull(client: Client, server: FakeServer) -> None:
+    await client.sync.clone()
+    await client.sync.pull()
+    server.write("notes", "insert", "n1", {"body": "from another writer"})
+    await client.table("todos").insert({"id": "t1", "title": "a"})
+    report = await client.sync.push()
+    assert report.foreign_changes
+    assert await client.table("notes").get("n1") is not None
+    status = await client.sync.status()
+    assert status.cursors == {"todos": 2, "notes": 1}
+
+
+# -- policies --------------------------------------------------------------------------------
+
+
+class VetoPush:
+    @hookimpl
+    def datafn_before_sync(self, phase: str, payload: Any) -> Any:
+        if phase == "push":
+            return Veto("pushing is frozen")
+        return None
+
+
+class BrokenObserver:
+    @hookimpl
+    def datafn_after_sync(self, phase: str) -> None:
+        raise RuntimeError("observer broke")
+
+
+class StampPayload:
+    @hookimpl
+    def datafn_before_sync(self, phase: str, payload: Any) -> Any:
+        if phase == "push":
+            return {**payload, "mutations": payload["mutations"][:1]}
+        return None
+
+
+async def test_before_sync_veto_aborts_the_phase(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    async with hosted(make_client(plugins=[VetoPush()])) as client:
+        await client.table("todos").insert({"id": "t1", "title": "a"})
+        events = record_events(client)
+        with pytest.raises(SyncVetoed) as info:
+            await client.sync.push()
+        assert "pushing is frozen" in str(info.value)
+        assert not [e for e, _ in server.requests if e == "push"]
+        assert await client.store.pending_count() == 1
+        assert names(events) == [("sync_started", "push"), ("sync_failed", "push")]
+
+
+async def test_before_sync_may_replace_the_payload(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    async with hosted(make_client(plugins=[StampPayload()])) as client:
+        await client.table("todos").insert({"id": "t1", "title": "a"})
+        await client.table("todos").insert({"id": "t2", "title": "b"})
+        await client.sync.push()
+        assert list(server.table("todos")) == ["t1", "t2"]
+        assert [len(p["mutations"]) for e, p in server.requests if e == "push"] == [1, 1]
+
+
+async def test_after_sync_failure_does_not_stop_sync(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    async with hosted(make_client(plugins=[BrokenObserver()])) as client:
+        await client.table("todos").insert({"id": "t1", "title": "a"})
+        events = record_events(client)
+        report = await client.sync.push()
+        assert report.applied == 1
+        assert "t1" in server.table("todos")
+        errors = [e for e in events if e.name == "plugin_error"]
+        assert errors and "observer broke" in str(errors[0].context.error)
+        assert ("sync_applied", "push") in names(events)
+
+
+# -- clone_up, reconcile, seed ---------------------------------------------------------------
+
+
+async def test_clone_up_uploads_offline_data_once(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    async with hosted(make_client(push_batch_size=3)) as client:
+        for i in range(5):
+            await client.table("todos").insert({"id": f"t{i}", "title": str(i)})
+        await client.table("todos").delete("t4")
+        server.write("todos", "insert", "s1", {"title": "server"})
+        ids = {
+            clone_up_mutation_id(client.client_id, "todos", r)
+            for r in await client.table("todos").query()
+        }
+        server.fail("clone", unreachable)  # crash-like: uploaded, but the clone fails
+        with pytest.raises(TransportError):
+            await client.sync.clone_up(["todos"])
+        applied = server.applied_count
+        assert applied == 4  # the four uploaded records
+        report = await client.sync.clone_up(["todos"])  # the re-run applies nothing twice
+        assert server.applied_count == applied
+        assert report.uploaded == {"todos": 4}
+        sent = [m["mutationId"] for e, p in server.requests if e == "push" for m in p["mutations"]]
+        assert set(sent) == ids and len(sent) == 8
+        assert sorted(server.table("todos")) == ["s1", "t0", "t1", "t2", "t3"]
+        # the deletion of t4 (never uploaded) stays in the changelog and is harmless
+        assert [e.operation for e in await client.store.changelog()] == ["insert", "delete"]
+        assert sorted(r["id"] for r in await client.table("todos").query()) == sorted(
+            server.table("todos")
+        )
+        await client.sync.push()
+        assert sorted(server.table("todos")) == ["s1", "t0", "t1", "t2", "t3"]
+
+
+async def test_reconcile_reclones_mismatched_resources(client: Client, server: FakeServer) -> None:
+    for i in range(3):
+        server.write("todos", "insert", f"t{i}", {"title": str(i)})
+    await client.sync.clone()
+    # drift: the server lost a record without a change-log entry
+    del server.records["todos"]["t1"]
+    report = await client.sync.reconcile()
+    assert report.recloned == ["todos"]
+    assert report.local["todos"] == 3 and report.remote["todos"] == 2
+    assert sorted(r["id"] for r in await client.table("todos").query()) == ["t0", "t2"]
+    report = await client.sync.reconcile()
+    assert report.recloned == []
+
+
+async def test_seed(client: Client, server: FakeServer) -> None:
+    result = await client.sync.seed({"todos": [{"id": "s1", "title": "seeded"}]})
+    assert result.inserted == {"todos": 1}
+    assert "s1" in server.table("todos")
+
+
+async def test_sync_without_a_remote_is_a_config_error(
+    make_client: Callable[..., Client],
+) -> None:
+    from datafn import ConfigError
+
+    async with hosted(make_client(transport=None)) as client:
+        with pytest.raises(ConfigError):
+            await client.sync.pull()
