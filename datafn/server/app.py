@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -183,8 +183,11 @@ class DatafnServer:
         self._idle.set()
         self._opened = False
         self._open_lock = anyio.Lock()
+        self._shutdown_callbacks: list[Callable[[], Awaitable[None]]] = []
         base = self.settings.base_path.rstrip("/")
         self.base_path = base
+        plugin_routes: list[BaseRoute] = []
+        runtime.plugins.hook.datafn_add_server_routes(server=self, routes=plugin_routes)
         self.app = Starlette(
             routes=[
                 Route(f"{base}/status", self._status, methods=["GET"]),
@@ -192,6 +195,7 @@ class DatafnServer:
                     Route(f"{base}/{action}", self._endpoint(action), methods=["POST"])
                     for action in _SYNC_ACTIONS
                 ),
+                *plugin_routes,
                 *routes,
             ],
             exception_handlers={HTTPException: self._http_exception},  # type: ignore[dict-item]
@@ -219,6 +223,10 @@ class DatafnServer:
         """From now on every new request is answered 503 ``SERVICE_UNAVAILABLE``."""
         self._draining = True
 
+    def add_shutdown_callback(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Await ``callback()`` when shutdown begins (e.g. to close WebSockets with 1001)."""
+        self._shutdown_callbacks.append(callback)
+
     @property
     def draining(self) -> bool:
         return self._draining
@@ -226,6 +234,11 @@ class DatafnServer:
     async def aclose(self) -> None:
         """Refuse new requests, wait for those in flight (``shutdown-timeout``), then close."""
         self.begin_shutdown()
+        for callback in self._shutdown_callbacks:
+            try:
+                await callback()
+            except Exception:
+                log.exception("shutdown callback %r failed", callback)
         with anyio.move_on_after(self.settings.shutdown_timeout):
             await self._idle.wait()
         if self._in_flight:
@@ -320,7 +333,7 @@ class DatafnServer:
         headers = {}
         for name, value in request.headers.items():
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        identity, namespace = await self._authenticate(headers, action)
+        identity, namespace = await self.authenticate(headers, action)
         context = RequestContext(action, identity, namespace, headers, client_host)
         await self._authorize(context, payload)
         if action == "status":
@@ -382,9 +395,13 @@ class DatafnServer:
             raise ValidationFailed("the request body must be a JSON object", code="DFQL_INVALID")
         return payload
 
-    async def _authenticate(
+    async def authenticate(
         self, headers: dict[str, str], action: str
     ) -> tuple[Identity | None, str]:
+        """Authenticate a request or socket and resolve its namespace (hooks decide both).
+
+        Raises :class:`~datafn.errors.ProtocolError` (401 or ``NAMESPACE_INVALID``) on refusal.
+        """
         try:
             identity = await self._caller.call(
                 "datafn_authenticate", headers=headers, action=action

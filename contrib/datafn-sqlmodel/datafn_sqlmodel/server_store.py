@@ -1,0 +1,539 @@
+"""The SQL server store: SQLite (default) and PostgreSQL through SQLAlchemy Core.
+
+Tables (every row carries its namespace):
+
+- ``datafn_records_<resource>``: one table per resource, ``(namespace, id)`` → JSON text;
+- ``datafn_changes``: the change log, primary key ``(namespace, seq)``, also indexed by
+  ``(namespace, resource, seq)`` for pulls;
+- ``datafn_idempotency``: ``(namespace, client_id, mutation_id)`` → the mutation's outcome;
+- ``datafn_counters``: the seq counter of each namespace;
+- ``datafn_meta``: the store's format version.
+
+Tables and columns that are missing are created on open (a new resource gets its table; a
+newer store version adds its columns); nothing is ever dropped.
+
+A write (push or seed) runs in one transaction that first takes the namespace's seq lock and
+keeps it until it commits: ``BEGIN IMMEDIATE`` on SQLite (one writer per database, across
+processes), ``SELECT … FOR UPDATE`` of the counter row on PostgreSQL (one writer per
+namespace, across processes and machines). Commits therefore happen in seq order, which is the
+protocol's visibility rule. The synchronous engine runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import StaticPool
+
+from datafn.errors import ConfigError, StoreError
+from datafn.schema import Schema
+from datafn.server.mutations import plan_push, plan_seed, touched_keys
+from datafn.server.store import Change, PendingMutation, PushOutcome, ServerStore
+
+__all__ = ["FORMAT_VERSION", "SqlServerStore", "records_table_name"]
+
+#: Version of the table layout, kept in datafn_meta.
+FORMAT_VERSION = 1
+
+T = TypeVar("T")
+
+
+def records_table_name(resource: str) -> str:
+    """``datafn_records_<resource>``, shortened with a hash past PostgreSQL's 63 characters."""
+    name = f"datafn_records_{resource}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(resource.encode()).hexdigest()[:8]
+    return f"{name[:54]}_{digest}"
+
+
+def normalize_url(url: str) -> str:
+    """Select the psycopg 3 driver for plain ``postgresql://`` / ``postgres://`` URLs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class _Tables:
+    """The table definitions for one schema and dialect."""
+
+    def __init__(self, schema: Schema, dialect: str) -> None:
+        self.metadata = sa.MetaData()
+        # Ids sort by code point everywhere: "C" collation on PostgreSQL, BINARY on SQLite.
+        id_type = sa.Text(collation="C") if dialect == "postgresql" else sa.Text()
+        self.meta = sa.Table(
+            "datafn_meta",
+            self.metadata,
+            sa.Column("key", sa.Text, primary_key=True),
+            sa.Column("value", sa.Text, nullable=False),
+        )
+        self.counters = sa.Table(
+            "datafn_counters",
+            self.metadata,
+            sa.Column("namespace", sa.Text, primary_key=True),
+            sa.Column("seq", sa.BigInteger, nullable=False),
+        )
+        self.changes = sa.Table(
+            "datafn_changes",
+            self.metadata,
+            sa.Column("namespace", sa.Text, primary_key=True),
+            sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+            sa.Column("resource", sa.Text, nullable=False),
+            sa.Column("record_id", id_type, nullable=False),
+            sa.Column("op", sa.Text, nullable=False),
+            sa.Column("data", sa.Text, nullable=True),
+            sa.Index("datafn_changes_by_resource", "namespace", "resource", "seq"),
+        )
+        self.idempotency = sa.Table(
+            "datafn_idempotency",
+            self.metadata,
+            sa.Column("namespace", sa.Text, primary_key=True),
+            sa.Column("client_id", sa.Text, primary_key=True),
+            sa.Column("mutation_id", sa.Text, primary_key=True),
+            sa.Column("outcome", sa.Text, nullable=False),
+            sa.Column("created_at", sa.Float, nullable=True),
+        )
+        self.records: dict[str, sa.Table] = {}
+        for resource in schema.resources:
+            self.records[resource.name] = sa.Table(
+                records_table_name(resource.name),
+                self.metadata,
+                sa.Column("namespace", sa.Text, primary_key=True),
+                sa.Column("id", id_type, primary_key=True),
+                sa.Column("data", sa.Text, nullable=False),
+                sa.Column("seq", sa.BigInteger, nullable=False),
+            )
+
+
+class SqlServerStore(ServerStore):
+    """A server store on SQLite or PostgreSQL (chosen by the URL's scheme)."""
+
+    def __init__(self, url: str, schema: Schema, config: Any = None, *, pool_size: int = 8) -> None:
+        super().__init__(normalize_url(url), schema, config)
+        self.dialect = sa.make_url(self.url).get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ConfigError(
+                f"the SQL server store supports sqlite and postgresql, not {self.dialect!r}",
+                key="tool.datafn.server.database",
+            )
+        self.name = self.dialect
+        self.pool_size = pool_size
+        self.tables = _Tables(schema, self.dialect)
+        self._engine: Engine | None = None
+        database = sa.make_url(self.url).database
+        self._in_memory = self.dialect == "sqlite" and database in (None, "", ":memory:")
+        # An in-memory SQLite database is one connection: one operation at a time.
+        self._limiter = anyio.CapacityLimiter(1 if self._in_memory else pool_size)
+        # SQLite has one writer per database anyway; queueing writers of this process on a
+        # lock is cheaper than letting them spin on SQLITE_BUSY.
+        self._write_lock = threading.Lock()
+        self._statements: dict[Any, Any] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._engine is None:
+            await self._run(self._open)
+
+    async def aclose(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await anyio.to_thread.run_sync(engine.dispose)
+
+    def _open(self) -> None:
+        url = sa.make_url(self.url)
+        if self.dialect == "sqlite":
+            options: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 60}}
+            if self._in_memory:
+                options["poolclass"] = StaticPool
+            else:
+                options["pool_size"] = self.pool_size
+                options["max_overflow"] = 0
+            engine = sa.create_engine(url, **options)
+            sa.event.listen(engine, "connect", _sqlite_connect)
+            sa.event.listen(engine, "begin", _sqlite_begin)
+        else:
+            engine = sa.create_engine(
+                url, pool_size=self.pool_size, max_overflow=0, pool_timeout=60
+            )
+        try:
+            self._migrate(engine)
+        except Exception:
+            engine.dispose()
+            raise
+        self._engine = engine
+
+    def _migrate(self, engine: Engine) -> None:
+        tables = self.tables
+        with engine.connect().execution_options(datafn_write=True) as conn, conn.begin():
+            if self.dialect == "postgresql":
+                # Several servers may start at once: serialise the DDL.
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7406318)")
+            tables.metadata.create_all(conn, checkfirst=True)
+            inspector = sa.inspect(conn)
+            for table in tables.metadata.sorted_tables:
+                present = {c["name"] for c in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name not in present:  # additive migration of an older layout
+                        kind = column.type.compile(dialect=engine.dialect)
+                        conn.exec_driver_sql(
+                            f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'
+                        )
+                for index in table.indexes:
+                    index.create(conn, checkfirst=True)
+            found = conn.execute(
+                sa.select(tables.meta.c.value).where(tables.meta.c.key == "format")
+            ).scalar()
+            if found is None:
+                conn.execute(tables.meta.insert().values(key="format", value=str(FORMAT_VERSION)))
+            elif int(found) > FORMAT_VERSION:
+                raise StoreError(
+                    f"the database was written by a newer datafn-sqlmodel (format {found}); "
+                    "upgrade datafn-sqlmodel"
+                )
+
+    async def _run(self, func: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(functools.partial(func, *args), limiter=self._limiter)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise StoreError("the server store is not open")
+        return self._engine
+
+    def _read(self) -> Connection:
+        return self.engine.connect()
+
+    def _records(self, resource: str) -> sa.Table:
+        try:
+            return self.tables.records[resource]
+        except KeyError:
+            raise StoreError(f"no table for resource {resource!r}") from None
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def _write(self, work: Callable[[Connection], T]) -> T:
+        lock = self._write_lock if self.dialect == "sqlite" else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            with (
+                self.engine.connect().execution_options(datafn_write=True) as conn,
+                conn.begin(),
+            ):
+                return work(conn)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _lock_counter(self, conn: Connection, namespace: str) -> int:
+        if self.dialect == "postgresql":
+            conn.exec_driver_sql(
+                "INSERT INTO datafn_counters (namespace, seq) VALUES (%(ns)s, 0) "
+                "ON CONFLICT (namespace) DO NOTHING",
+                {"ns": namespace},
+            )
+            row = conn.exec_driver_sql(
+                "SELECT seq FROM datafn_counters WHERE namespace = %(ns)s FOR UPDATE",
+                {"ns": namespace},
+            ).scalar_one()
+        else:  # BEGIN IMMEDIATE already holds the database's write lock
+            conn.exec_driver_sql(
+                "INSERT OR IGNORE INTO datafn_counters (namespace, seq) VALUES (?, 0)",
+                (namespace,),
+            )
+            row = conn.exec_driver_sql(
+                "SELECT seq FROM datafn_counters WHERE namespace = ?", (namespace,)
+            ).scalar_one()
+        return int(row)
+
+    def _set_counter(self, conn: Connection, namespace: str, seq: int) -> None:
+        counters = self.tables.counters
+        conn.execute(counters.update().where(counters.c.namespace == namespace).values(seq=seq))
+
+    def _load(
+        self, conn: Connection, namespace: str, keys: Mapping[str, set[str]]
+    ) -> dict[tuple[str, str], dict[str, Any] | None]:
+        existing: dict[tuple[str, str], dict[str, Any] | None] = {}
+        for resource, ids in keys.items():
+            table = self._records(resource)
+            id_list = list(ids)
+            for start in range(0, len(id_list), 500):
+                chunk = id_list[start : start + 500]
+                rows = conn.execute(
+                    sa.select(table.c.id, table.c.data).where(
+                        table.c.namespace == namespace, table.c.id.in_(chunk)
+                    )
+                )
+                for record_id, data in rows:
+                    existing[(resource, record_id)] = orjson.loads(data)
+        return existing
+
+    def _upsert(self, table: sa.Table) -> Any:
+        key = ("upsert", table.name)
+        stmt = self._statements.get(key)
+        if stmt is None:
+            if self.dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert
+            base = insert(table)
+            stmt = base.on_conflict_do_update(
+                index_elements=[table.c.namespace, table.c.id],
+                set_={"data": base.excluded.data, "seq": base.excluded.seq},
+            )
+            self._statements[key] = stmt
+        return stmt
+
+    def _write_records(
+        self,
+        conn: Connection,
+        namespace: str,
+        writes: Mapping[tuple[str, str], dict[str, Any] | None],
+        seqs: Mapping[tuple[str, str], int],
+    ) -> None:
+        upserts: dict[str, list[dict[str, Any]]] = {}
+        deletes: dict[str, list[dict[str, Any]]] = {}
+        for (resource, record_id), record in writes.items():
+            if record is None:
+                deletes.setdefault(resource, []).append({"ns": namespace, "rid": record_id})
+            else:
+                upserts.setdefault(resource, []).append(
+                    {
+                        "namespace": namespace,
+                        "id": record_id,
+                        "data": orjson.dumps(record).decode(),
+                        "seq": seqs[(resource, record_id)],
+                    }
+                )
+        for resource, rows in upserts.items():
+            conn.execute(self._upsert(self._records(resource)), rows)
+        for resource, rows in deletes.items():
+            table = self._records(resource)
+            conn.execute(
+                table.delete().where(
+                    table.c.namespace == sa.bindparam("ns"), table.c.id == sa.bindparam("rid")
+                ),
+                rows,
+            )
+
+    def _log(
+        self, conn: Connection, namespace: str, changes: Sequence[Change]
+    ) -> dict[tuple[str, str], int]:
+        seqs: dict[tuple[str, str], int] = {}
+        rows = []
+        for change in changes:
+            seqs[(change.resource, change.id)] = change.seq
+            rows.append(
+                {
+                    "namespace": namespace,
+                    "seq": change.seq,
+                    "resource": change.resource,
+                    "record_id": change.id,
+                    "op": change.op,
+                    "data": None if change.data is None else orjson.dumps(change.data).decode(),
+                }
+            )
+        if rows:
+            conn.execute(self.tables.changes.insert(), rows)
+        return seqs
+
+    def _apply_push(
+        self, namespace: str, client_id: str, mutations: Sequence[PendingMutation]
+    ) -> PushOutcome:
+        idem = self.tables.idempotency
+
+        def work(conn: Connection) -> PushOutcome:
+            before = self._lock_counter(conn, namespace)
+            mids = list({m.mutation_id for m in mutations})
+            replays: dict[str, Any] = {}
+            for start in range(0, len(mids), 500):
+                rows = conn.execute(
+                    sa.select(idem.c.mutation_id, idem.c.outcome).where(
+                        idem.c.namespace == namespace,
+                        idem.c.client_id == client_id,
+                        idem.c.mutation_id.in_(mids[start : start + 500]),
+                    )
+                )
+                replays.update({mid: orjson.loads(outcome) for mid, outcome in rows})
+            existing = self._load(conn, namespace, touched_keys(mutations))
+            plan = plan_push(self.schema, mutations, existing=existing, replays=replays, seq=before)
+            seqs = self._log(conn, namespace, plan.changes)
+            self._write_records(conn, namespace, plan.writes, seqs)
+            if plan.idempotency:
+                now = time.time()
+                conn.execute(
+                    idem.insert(),
+                    [
+                        {
+                            "namespace": namespace,
+                            "client_id": client_id,
+                            "mutation_id": mid,
+                            "outcome": orjson.dumps(outcome).decode(),
+                            "created_at": now,
+                        }
+                        for mid, outcome in plan.idempotency.items()
+                    ],
+                )
+            if plan.last_seq != before:
+                self._set_counter(conn, namespace, plan.last_seq)
+            return PushOutcome(plan.results, before, plan.last_seq, plan.cursors)
+
+        return self._write(work)
+
+    async def apply_push(
+        self, namespace: str, client_id: str, mutations: Sequence[PendingMutation]
+    ) -> PushOutcome:
+        return await self._run(self._apply_push, namespace, client_id, mutations)
+
+    def _seed(self, namespace: str, data: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str, int]:
+        def work(conn: Connection) -> dict[str, int]:
+            before = self._lock_counter(conn, namespace)
+            keys = {resource: {r["id"] for r in records} for resource, records in data.items()}
+            existing = self._load(conn, namespace, keys)
+            plan = plan_seed(data, existing=existing, seq=before)
+            seqs = self._log(conn, namespace, plan.changes)
+            self._write_records(conn, namespace, dict(plan.writes), seqs)
+            if plan.last_seq != before:
+                self._set_counter(conn, namespace, plan.last_seq)
+            return plan.inserted
+
+        return self._write(work)
+
+    async def seed(
+        self, namespace: str, data: Mapping[str, Sequence[dict[str, Any]]]
+    ) -> dict[str, int]:
+        return await self._run(self._seed, namespace, data)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _changes_statement(self, count: int) -> Any:
+        key = ("changes", count)
+        stmt = self._statements.get(key)
+        if stmt is None:
+            branches = [
+                "SELECT * FROM (SELECT seq, resource, record_id, op, data FROM datafn_changes "
+                f"WHERE namespace = :ns AND resource = :r{i} AND seq > :c{i} "
+                f"ORDER BY seq LIMIT :lim) AS q{i}"
+                for i in range(count)
+            ]
+            stmt = sa.text(
+                "SELECT seq, resource, record_id, op, data FROM ("
+                + " UNION ALL ".join(branches)
+                + ") AS u ORDER BY seq LIMIT :lim"
+            )
+            self._statements[key] = stmt
+        return stmt
+
+    def _changes_since(
+        self, namespace: str, cursors: Mapping[str, int], limit: int
+    ) -> list[Change]:
+        if not cursors or limit <= 0:
+            return []
+        params: dict[str, Any] = {"ns": namespace, "lim": limit}
+        for i, (resource, cursor) in enumerate(cursors.items()):
+            params[f"r{i}"] = resource
+            params[f"c{i}"] = cursor
+        with self._read() as conn:
+            rows = conn.execute(self._changes_statement(len(cursors)), params).all()
+        loads = orjson.loads
+        return [
+            Change(int(seq), resource, record_id, op, None if data is None else loads(data))
+            for seq, resource, record_id, op, data in rows
+        ]
+
+    async def changes_since(
+        self, namespace: str, cursors: Mapping[str, int], limit: int
+    ) -> list[Change]:
+        return await self._run(self._changes_since, namespace, cursors, limit)
+
+    def _clone_page(
+        self, namespace: str, resource: str, after_id: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        table = self._records(resource)
+        query = sa.select(table.c.data).where(table.c.namespace == namespace)
+        if after_id is not None:
+            query = query.where(table.c.id > after_id)
+        query = query.order_by(table.c.id).limit(limit)
+        with self._read() as conn:
+            rows = conn.execute(query).scalars().all()
+        loads = orjson.loads
+        return [loads(data) for data in rows]
+
+    async def clone_page(
+        self, namespace: str, resource: str, after_id: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        return await self._run(self._clone_page, namespace, resource, after_id, limit)
+
+    def _latest_seq(self, namespace: str, resources: Sequence[str]) -> dict[str, int]:
+        changes = self.tables.changes
+        out = {}
+        with self._read() as conn:
+            for resource in resources:
+                found = conn.execute(
+                    sa.select(sa.func.max(changes.c.seq)).where(
+                        changes.c.namespace == namespace, changes.c.resource == resource
+                    )
+                ).scalar()
+                out[resource] = int(found or 0)
+        return out
+
+    async def latest_seq(self, namespace: str, resources: Sequence[str]) -> dict[str, int]:
+        return await self._run(self._latest_seq, namespace, resources)
+
+    def _counts(self, namespace: str, resources: Sequence[str]) -> dict[str, int]:
+        out = {}
+        with self._read() as conn:
+            for resource in resources:
+                table = self._records(resource)
+                out[resource] = int(
+                    conn.execute(
+                        sa.select(sa.func.count())
+                        .select_from(table)
+                        .where(table.c.namespace == namespace)
+                    ).scalar_one()
+                )
+        return out
+
+    async def counts(self, namespace: str, resources: Sequence[str]) -> dict[str, int]:
+        return await self._run(self._counts, namespace, resources)
+
+    def _namespace_seq(self, namespace: str) -> int:
+        counters = self.tables.counters
+        with self._read() as conn:
+            found = conn.execute(
+                sa.select(counters.c.seq).where(counters.c.namespace == namespace)
+            ).scalar()
+        return int(found or 0)
+
+    async def namespace_seq(self, namespace: str) -> int:
+        return await self._run(self._namespace_seq, namespace)
+
+
+def _sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own handling cannot
+    # take the write lock up front).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    write = conn.get_execution_options().get("datafn_write")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
