@@ -149,6 +149,19 @@ def datafn_register_notification_buses(registry: Registry[Any]) -> None:
     """
 
 
+@hookspec
+def datafn_add_server_routes(server: Any, routes: list[Any]) -> None:
+    """Add ASGI routes (e.g. the WebSocket endpoint) to a DataFn server.
+
+    :param server: the :class:`~datafn.server.DatafnServer` being built (its ``base_path``,
+        ``settings``, ``bus`` and ``authenticate`` are there to use).
+    :param routes: append Starlette routes to it; mount them under ``server.base_path``.
+
+    Called once per server, while its application is built. Return value: ignored. Failure
+    policy: propagates.
+    """
+
+
 # ---------------------------------------------------------------------------------------------
 # phases: each sync phase and the lifecycle loop run through a hook (async, firstresult);
 # the defaults are built-in plugins registered with trylast=True, so a plugin replaces a phase

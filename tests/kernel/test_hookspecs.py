@@ -84,6 +84,12 @@ async def _commands(recorder: Recorder, runtime: Runtime) -> None:
     assert recorder.called("datafn_add_commands") == [{"cli": group}]
 
 
+async def _server_routes(recorder: Recorder, runtime: Runtime) -> None:
+    routes: list[Any] = []
+    runtime.plugins.hook.datafn_add_server_routes(server=runtime, routes=routes)
+    assert recorder.called("datafn_add_server_routes") == [{"server": runtime, "routes": routes}]
+
+
 async def _phase(name: str, kwargs: dict[str, Any], recorder: Recorder, pm: PluginManager) -> None:
     assert await pm.caller.call(name, **kwargs) is None
     assert recorder.called(name) == [kwargs]
@@ -124,6 +130,7 @@ EXERCISES: dict[str, Callable[..., Awaitable[None]]] = {
     "datafn_add_settings": _settings,
     "datafn_configure": _configure,
     "datafn_add_commands": _commands,
+    "datafn_add_server_routes": _server_routes,
     **{
         hook: (lambda r, pm, _k=kind, _h=hook: _registry(_k, _h, r, pm))
         for kind, hook in REGISTRY_HOOKS.items()

@@ -77,11 +77,11 @@ def test_autoload_off_loads_builtins_and_allowed_only(
 
 def test_missing_required_plugin_fails_fast(project: Path, write_pyproject: WritePyproject) -> None:
     write_pyproject(
-        project, '[tool.datafn]\nrequired-plugins = ["template", "datafn-guard", "x>=1"]\n'
+        project, '[tool.datafn]\nrequired-plugins = ["template", "datafn-no-such-plugin", "x>=1"]\n'
     )
     with pytest.raises(MissingPluginError) as info:
         Runtime.boot()
-    assert "datafn-guard" in str(info.value) and "x>=1" in str(info.value)
+    assert "datafn-no-such-plugin" in str(info.value) and "x>=1" in str(info.value)
     assert "template" not in str(info.value).split("missing:")[1].split(",")[0]
 
 
