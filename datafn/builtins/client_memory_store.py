@@ -23,7 +23,7 @@ from datafn.client.store import (
     matches,
     sort_records,
 )
-from datafn.errors import Conflict
+from datafn.errors import Conflict, StoreError
 from datafn.plugin import hookimpl
 from datafn.registry import Registry
 from datafn.schema import Schema
@@ -44,8 +44,12 @@ class MemoryClientStore(ClientStore):
         self._seq = itertools.count(1)
         self._states: dict[str, ResourceState] = {}
         self._meta: dict[str, str] = {}
+        self._mutation_ids: set[str] = set()
+        self._local = {r.name for r in (schema.resources if schema else ()) if not r.is_remote_only}
 
     def _table(self, resource: str) -> dict[str, dict[str, Any]]:
+        if self.schema is not None and resource not in self._local:
+            raise StoreError(f"no local table for resource {resource!r}")
         return self._records.setdefault(resource, {})
 
     async def get_meta(self, key: str) -> str | None:
@@ -77,6 +81,8 @@ class MemoryClientStore(ClientStore):
     async def write(self, write: LocalWrite) -> tuple[dict[str, Any] | None, ChangelogEntry]:
         table = self._table(write.resource)
         current = table.get(write.record_id)
+        if write.mutation_id in self._mutation_ids:
+            raise StoreError(f"mutation id {write.mutation_id!r} is in the changelog already")
         if write.operation == "insert" and current is not None:
             raise Conflict(f"a record with id {write.record_id!r} exists already", path="id")
         after = apply_operation(current, write.operation, write.record_id, write.record)
@@ -95,6 +101,7 @@ class MemoryClientStore(ClientStore):
         else:
             table[write.record_id] = after
         self._changelog[entry.seq] = entry
+        self._mutation_ids.add(entry.mutation_id)
         return copy.deepcopy(after), entry
 
     async def changelog(
@@ -110,7 +117,9 @@ class MemoryClientStore(ClientStore):
 
     async def acknowledge(self, seqs: Sequence[int]) -> None:
         for seq in seqs:
-            self._changelog.pop(seq, None)
+            entry = self._changelog.pop(seq, None)
+            if entry is not None:
+                self._mutation_ids.discard(entry.mutation_id)
 
     def _state(self, resource: str) -> ResourceState:
         return self._states.setdefault(resource, ResourceState(resource))
@@ -132,6 +141,8 @@ class MemoryClientStore(ClientStore):
                 table[entry.record_id] = after
 
     async def apply_pull(self, page: PullPage) -> None:
+        for resource in (*page.records, *page.merged, *page.deleted, *page.cursors):
+            self._table(resource)  # unknown resources: nothing is applied
         touched: dict[str, set[str]] = {}
         for resource, records in page.records.items():
             table = self._table(resource)

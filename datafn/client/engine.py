@@ -189,10 +189,46 @@ class SyncEngine:
         registry = self.runtime.plugins.registry("trigger")
         names = self.config.triggers if self.config.triggers is not None else registry.names()
         triggers = [registry.get(name)(self) for name in names]
+        channel = self._realtime_channel()
         async with anyio.create_task_group() as tg:
             for name, trigger in zip(names, triggers, strict=True):
                 tg.start_soon(trigger.run, name=f"datafn trigger {name}")
+            if channel is not None:
+                tg.start_soon(channel.run, name="datafn realtime channel")
             await anyio.sleep_forever()
+
+    def _realtime_channel(self) -> Any:
+        """The real-time channel when ``sync.ws`` is on: it calls :meth:`cursor_announced`."""
+        if not self.config.ws or not self.config.remote:
+            return None
+        factory = self.runtime.plugins.registry("realtime channel").get(
+            self.config.realtime_channel
+        )
+        headers: dict[str, str] = {}
+        try:
+            http = self.runtime.config.section("http")
+            headers.update(http.headers)
+            if http.token:
+                headers["authorization"] = f"Bearer {http.token}"
+        except ConfigError:
+            pass
+
+        async def cursors() -> dict[str, str]:
+            states = await self.store.states(self.resources)
+            return {r: str(s.cursor) for r, s in states.items() if s.hydration == "ready"}
+
+        async def on_cursor(cursor: int) -> None:
+            await self.cursor_announced(cursor)
+
+        return factory(
+            self.config.remote,
+            client_id=self.client_id,
+            cursors=cursors,
+            on_cursor=on_cursor,
+            events=self.events,
+            settings=self.config.ws_reconnect,
+            headers=headers,
+        )
 
     # -- public operations ---------------------------------------------------------------------
 

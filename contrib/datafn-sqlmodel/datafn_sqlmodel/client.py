@@ -1,1 +1,605 @@
-"""The client store on SQLite (plugin module of datafn-sqlmodel)."""
+"""The client store on SQLite (plugin module of datafn-sqlmodel): ``store = "sqlite:///app.db"``.
+
+Layout, so that the local data can be queried with plain SQL:
+
+- one table per resource, named like the resource: ``id`` (primary key), one column per schema
+  field (strings TEXT, numbers NUMERIC, booleans INTEGER 0/1, objects/arrays/json as JSON text)
+  and ``_datafn_record``, the record as JSON (what the client reads, so values round-trip
+  exactly);
+- ``_datafn_changelog``: the unacknowledged local writes, ``seq`` in write order;
+- ``_datafn_sync_state``: per resource cursor, hydration and clone position;
+- ``_datafn_meta``: key/value (the generated client id).
+
+The database runs in WAL mode with ``synchronous=NORMAL``: a committed transaction survives the
+process being killed. Every method runs in one transaction (``BEGIN IMMEDIATE`` … ``COMMIT``)
+on one connection, in a worker thread, one at a time, so the event loop keeps running while a
+clone page is written. SQLAlchemy creates the engine and the tables; the hot paths (local
+writes, clone pages) run prepared SQL with ``executemany`` on the driver connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.pool import StaticPool
+
+from datafn.client.store import (
+    ChangelogEntry,
+    ClientStore,
+    LocalWrite,
+    PullPage,
+    Query,
+    ResourceState,
+    apply_operation,
+    matches,
+    sort_records,
+)
+from datafn.errors import Conflict, StoreError
+from datafn.plugin import hookimpl
+from datafn.registry import Registry
+from datafn.schema import ResourceSpec, Schema
+
+__all__ = ["SqliteClientStore"]
+
+T = TypeVar("T")
+
+RECORD_COLUMN = "_datafn_record"
+CHANGELOG = "_datafn_changelog"
+SYNC_STATE = "_datafn_sync_state"
+META = "_datafn_meta"
+
+_SQL_TYPES = {
+    "string": sa.Text,
+    "number": sa.Numeric,
+    "boolean": sa.Integer,
+    "date": sa.Text,
+    "object": sa.Text,
+    "array": sa.Text,
+    "json": sa.Text,
+}
+_SCALAR = frozenset({"string", "number", "boolean", "date"})
+_CHUNK = 500  # ids per IN (...) list
+
+
+def _q(name: str) -> str:
+    """Quote an identifier (names are checked against IDENTIFIER_PATTERN by the schema)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class _Table:
+    """Prepared SQL of one resource table."""
+
+    def __init__(self, spec: ResourceSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.fields = [(f.name, f.type in _SCALAR) for f in spec.fields]
+        columns = ["id", *(name for name, _ in self.fields), RECORD_COLUMN]
+        marks = ", ".join("?" for _ in columns)
+        self.upsert = (
+            f"INSERT OR REPLACE INTO {_q(self.name)} ({', '.join(map(_q, columns))}) "
+            f"VALUES ({marks})"
+        )
+        self.select_one = f"SELECT {RECORD_COLUMN} FROM {_q(self.name)} WHERE id = ?"
+        self.delete_one = f"DELETE FROM {_q(self.name)} WHERE id = ?"
+
+    def row(self, record: Mapping[str, Any]) -> tuple[Any, ...]:
+        values: list[Any] = [record["id"]]
+        for name, scalar in self.fields:
+            value = record.get(name)
+            values.append(value if scalar or value is None else _dumps(value))
+        values.append(_dumps(record))
+        return tuple(values)
+
+
+class SqliteClientStore(ClientStore):
+    """A client store in one SQLite file (``sqlite:///app.db``; ``sqlite://`` in memory)."""
+
+    name = "sqlite"
+
+    def __init__(self, url: str, schema: Schema, config: Any = None) -> None:
+        self.url = url
+        self.schema = schema
+        self._tables = {r.name: _Table(r) for r in schema.resources if not r.is_remote_only}
+        for table in self._tables.values():
+            if any(name == RECORD_COLUMN for name, _ in table.fields):
+                raise StoreError(f"{table.name}.{RECORD_COLUMN} is a reserved column name")
+        self._engine: sa.Engine | None = None
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._limiter = anyio.CapacityLimiter(1)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await anyio.to_thread.run_sync(self._open_sync, limiter=self._limiter)
+
+    def _open_sync(self) -> None:
+        url = sa.make_url(self.url)
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        self._engine = sa.create_engine(
+            url,
+            poolclass=StaticPool,
+            connect_args={"check_same_thread": False, "isolation_level": None},
+        )
+        # Keep the pool's proxy referenced: were it collected, the pool would roll back.
+        self._proxy = self._engine.raw_connection()
+        raw = self._proxy.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        self._db = raw
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            "temp_store=MEMORY",
+            "cache_size=-16000",
+            "busy_timeout=10000",
+        ):
+            raw.execute(f"PRAGMA {pragma}")
+        self._create_tables()
+
+    def _create_tables(self) -> None:
+        assert self._engine is not None and self._db is not None
+        metadata = sa.MetaData()
+        for table in self._tables.values():
+            sa.Table(
+                table.name,
+                metadata,
+                sa.Column("id", sa.Text, primary_key=True),
+                *(sa.Column(f.name, _SQL_TYPES[f.type]) for f in table.spec.fields),
+                sa.Column(RECORD_COLUMN, sa.Text, nullable=False),
+            )
+        sa.Table(
+            CHANGELOG,
+            metadata,
+            sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("resource", sa.Text, nullable=False),
+            sa.Column("operation", sa.Text, nullable=False),
+            sa.Column("record_id", sa.Text, nullable=False),
+            sa.Column("record", sa.Text),
+            sa.Column("mutation_id", sa.Text, nullable=False, unique=True),
+            sa.Column("version", sa.Integer, nullable=False),
+            sa.Column("guard", sa.Text),
+            sa.Index("ix_datafn_changelog_record", "resource", "record_id"),
+            sqlite_autoincrement=True,
+        )
+        sa.Table(
+            SYNC_STATE,
+            metadata,
+            sa.Column("resource", sa.Text, primary_key=True),
+            sa.Column("cursor", sa.Integer, nullable=False, default=0),
+            sa.Column("hydration", sa.Text, nullable=False, default="notStarted"),
+            sa.Column("clone_after_id", sa.Text),
+            sa.Column("clone_cursor", sa.Integer),
+        )
+        sa.Table(
+            META,
+            metadata,
+            sa.Column("key", sa.Text, primary_key=True),
+            sa.Column("value", sa.Text, nullable=False),
+        )
+        metadata.create_all(self._engine)
+        for table in self._tables.values():  # fields added to the schema since
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({_q(table.name)})")}
+            for spec in table.spec.fields:
+                if spec.name not in have:
+                    kind = _SQL_TYPES[spec.type]().compile(dialect=self._engine.dialect)
+                    self._db.execute(
+                        f"ALTER TABLE {_q(table.name)} ADD COLUMN {_q(spec.name)} {kind}"
+                    )
+
+    async def aclose(self) -> None:
+        if self._engine is not None:
+            await anyio.to_thread.run_sync(self._close_sync, limiter=self._limiter)
+
+    def _close_sync(self) -> None:
+        if self._engine is not None:
+            self._proxy.close()
+            self._engine.dispose()
+            self._engine = None
+            self._db = None
+
+    async def _run(self, function: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        return await anyio.to_thread.run_sync(
+            self._transaction, function, write, limiter=self._limiter
+        )
+
+    def _transaction(self, function: Callable[[sqlite3.Connection], T], write: bool) -> T:
+        db = self._db
+        if db is None:
+            raise StoreError("the SQLite client store is closed")
+        with self._lock:
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = function(db)
+                db.execute("COMMIT")
+            except BaseException as exc:
+                db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"SQLite client store: {exc}") from exc
+                raise
+            return result
+
+    def _table(self, resource: str) -> _Table:
+        try:
+            return self._tables[resource]
+        except KeyError:
+            raise StoreError(f"no local table for resource {resource!r}") from None
+
+    def _check(self, resources: Iterable[str]) -> None:
+        for resource in resources:
+            self._table(resource)
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        def run(db: sqlite3.Connection) -> str | None:
+            row = db.execute(f"SELECT value FROM {META} WHERE key = ?", (key,)).fetchone()
+            return row[0] if row else None
+
+        return await self._run(run, write=False)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self._run(
+            lambda db: db.execute(
+                f"INSERT OR REPLACE INTO {META} (key, value) VALUES (?, ?)", (key, value)
+            ),
+            write=True,
+        )
+
+    # -- records -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _fetch(db: sqlite3.Connection, table: _Table, record_id: str) -> dict[str, Any] | None:
+        row = db.execute(table.select_one, (record_id,)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    async def get(self, resource: str, record_id: str) -> dict[str, Any] | None:
+        table = self._table(resource)
+        return await self._run(lambda db: self._fetch(db, table, record_id), write=False)
+
+    async def query(self, resource: str, query: Query) -> list[dict[str, Any]]:
+        table = self._table(resource)
+        scalar = {name for name, is_scalar in table.fields if is_scalar} | {"id"}
+        conditions = query.conditions()
+        in_sql = [c for c in conditions if c[0] in scalar and _sql_ok(c)]
+        in_python = [c for c in conditions if c not in in_sql]
+        keys = query.sort_keys()
+        sql_sort = all(name in scalar for name, _ in keys)
+        where, params = _where(in_sql)
+        sql = f"SELECT {RECORD_COLUMN} FROM {_q(resource)}{where}"
+        paged_in_sql = not in_python and sql_sort
+        if sql_sort:
+            order = [f"{_q(n)} {'DESC' if d else 'ASC'}" for n, d in keys] + ["id ASC"]
+            sql += " ORDER BY " + ", ".join(order)
+        if paged_in_sql and (query.limit is not None or query.offset):
+            sql += " LIMIT ? OFFSET ?"
+            params += [query.limit if query.limit is not None else -1, query.offset]
+
+        def run(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = [orjson.loads(r[0]) for r in db.execute(sql, params)]
+            if paged_in_sql:
+                return rows
+            rows = [r for r in rows if matches(r, in_python)]
+            if not sql_sort:
+                sort_records(rows, keys)
+            end = None if query.limit is None else query.offset + query.limit
+            return rows[query.offset : end]
+
+        return await self._run(run, write=False)
+
+    async def count(self, resource: str) -> int:
+        table = self._table(resource)
+        return await self._run(
+            lambda db: int(db.execute(f"SELECT count(*) FROM {_q(table.name)}").fetchone()[0]),
+            write=False,
+        )
+
+    async def records_after(
+        self, resource: str, after_id: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        table = self._table(resource)
+        sql = f"SELECT {RECORD_COLUMN} FROM {_q(table.name)} WHERE id > ? ORDER BY id LIMIT ?"
+        return await self._run(
+            lambda db: [orjson.loads(r[0]) for r in db.execute(sql, (after_id or "", limit))],
+            write=False,
+        )
+
+    # -- local writes and the changelog --------------------------------------------------------
+
+    async def write(self, write: LocalWrite) -> tuple[dict[str, Any] | None, ChangelogEntry]:
+        table = self._table(write.resource)
+
+        def run(db: sqlite3.Connection) -> tuple[dict[str, Any] | None, ChangelogEntry]:
+            current = self._fetch(db, table, write.record_id)
+            if write.operation == "insert" and current is not None:
+                raise Conflict(f"a record with id {write.record_id!r} exists already", path="id")
+            after = apply_operation(current, write.operation, write.record_id, write.record)
+            if after is None:
+                db.execute(table.delete_one, (write.record_id,))
+            else:
+                db.execute(table.upsert, table.row(after))
+            cursor = db.execute(
+                f"INSERT INTO {CHANGELOG} (resource, operation, record_id, record, mutation_id,"
+                " version, guard) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    write.resource,
+                    write.operation,
+                    write.record_id,
+                    _dumps(write.record) if write.record is not None else None,
+                    write.mutation_id,
+                    write.version,
+                    _dumps(write.guard) if write.guard is not None else None,
+                ),
+            )
+            seq = cursor.lastrowid
+            assert seq is not None
+            entry = ChangelogEntry(
+                seq=seq,
+                resource=write.resource,
+                operation=write.operation,
+                record_id=write.record_id,
+                record=write.record,
+                mutation_id=write.mutation_id,
+                version=write.version,
+                guard=write.guard,
+            )
+            return after, entry
+
+        return await self._run(run, write=True)
+
+    async def changelog(
+        self, *, limit: int | None = None, resource: str | None = None
+    ) -> list[ChangelogEntry]:
+        sql = (
+            f"SELECT seq, resource, operation, record_id, record, mutation_id, version, guard "
+            f"FROM {CHANGELOG}"
+        )
+        params: list[Any] = []
+        if resource is not None:
+            sql += " WHERE resource = ?"
+            params.append(resource)
+        sql += " ORDER BY seq LIMIT ?"
+        params.append(limit if limit is not None else -1)
+
+        def run(db: sqlite3.Connection) -> list[ChangelogEntry]:
+            return [_entry(row) for row in db.execute(sql, params)]
+
+        return await self._run(run, write=False)
+
+    async def pending_count(self) -> int:
+        return await self._run(
+            lambda db: int(db.execute(f"SELECT count(*) FROM {CHANGELOG}").fetchone()[0]),
+            write=False,
+        )
+
+    async def acknowledge(self, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        await self._run(
+            lambda db: db.executemany(
+                f"DELETE FROM {CHANGELOG} WHERE seq = ?", [(s,) for s in seqs]
+            ),
+            write=True,
+        )
+
+    # -- sync state ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _states(db: sqlite3.Connection, resources: Iterable[str]) -> dict[str, ResourceState]:
+        wanted = list(resources)
+        out = {r: ResourceState(r) for r in wanted}
+        for row in db.execute(
+            f"SELECT resource, cursor, hydration, clone_after_id, clone_cursor FROM {SYNC_STATE}"
+        ):
+            if row[0] in out:
+                out[row[0]] = ResourceState(row[0], row[1], row[2], row[3], row[4])
+        return out
+
+    @staticmethod
+    def _save_state(db: sqlite3.Connection, state: ResourceState) -> None:
+        db.execute(
+            f"INSERT OR REPLACE INTO {SYNC_STATE} (resource, cursor, hydration, clone_after_id,"
+            " clone_cursor) VALUES (?, ?, ?, ?, ?)",
+            (
+                state.resource,
+                state.cursor,
+                state.hydration,
+                state.clone_after_id,
+                state.clone_cursor,
+            ),
+        )
+
+    async def states(self, resources: Sequence[str]) -> dict[str, ResourceState]:
+        return await self._run(lambda db: self._states(db, resources), write=False)
+
+    def _rebase(self, db: sqlite3.Connection, resource: str, ids: Iterable[str] | None) -> None:
+        """Apply the pending entries of these records (None: of the resource) on top again."""
+        if (
+            db.execute(
+                f"SELECT 1 FROM {CHANGELOG} WHERE resource = ? LIMIT 1", (resource,)
+            ).fetchone()
+            is None
+        ):
+            return
+        table = self._table(resource)
+        base = f"SELECT seq, resource, operation, record_id, record, mutation_id, version, guard FROM {CHANGELOG} WHERE resource = ?"  # noqa: E501
+        entries: list[ChangelogEntry] = []
+        if ids is None:
+            entries = [_entry(r) for r in db.execute(base + " ORDER BY seq", (resource,))]
+        else:
+            id_list = list(ids)
+            for start in range(0, len(id_list), _CHUNK):
+                chunk = id_list[start : start + _CHUNK]
+                marks = ", ".join("?" for _ in chunk)
+                entries += [
+                    _entry(r)
+                    for r in db.execute(base + f" AND record_id IN ({marks})", (resource, *chunk))
+                ]
+            entries.sort(key=lambda e: e.seq)
+        for entry in entries:
+            current = self._fetch(db, table, entry.record_id)
+            after = apply_operation(current, entry.operation, entry.record_id, entry.record)
+            if after is None:
+                db.execute(table.delete_one, (entry.record_id,))
+            else:
+                db.execute(table.upsert, table.row(after))
+
+    async def apply_pull(self, page: PullPage) -> None:
+        self._check([*page.records, *page.merged, *page.deleted, *page.cursors])
+
+        def run(db: sqlite3.Connection) -> None:
+            touched: dict[str, set[str]] = {}
+            for resource, records in page.records.items():
+                table = self._table(resource)
+                db.executemany(table.upsert, [table.row(r) for r in records])
+                touched.setdefault(resource, set()).update(r["id"] for r in records)
+            for resource, deltas in page.merged.items():
+                table = self._table(resource)
+                for delta in deltas:
+                    current = self._fetch(db, table, delta["id"])
+                    after = apply_operation(current, "merge", delta["id"], delta)
+                    assert after is not None
+                    db.execute(table.upsert, table.row(after))
+                touched.setdefault(resource, set()).update(d["id"] for d in deltas)
+            for resource, ids in page.deleted.items():
+                table = self._table(resource)
+                db.executemany(table.delete_one, [(i,) for i in ids])
+                touched.setdefault(resource, set()).update(ids)
+            states = self._states(db, page.cursors)
+            for resource, cursor in page.cursors.items():
+                state = states[resource]
+                state.cursor = max(state.cursor, cursor)
+                self._save_state(db, state)
+            for resource, ids in touched.items():
+                self._rebase(db, resource, ids)
+
+        await self._run(run, write=True)
+
+    async def advance_cursors(self, cursors: Mapping[str, int]) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            states = self._states(db, cursors)
+            for resource, cursor in cursors.items():
+                state = states[resource]
+                state.cursor = max(state.cursor, cursor)
+                self._save_state(db, state)
+
+        await self._run(run, write=True)
+
+    async def apply_clone_page(
+        self,
+        resource: str,
+        records: Sequence[dict[str, Any]],
+        *,
+        after_id: str | None,
+        start_cursor: int | None = None,
+        reset: bool = False,
+    ) -> None:
+        table = self._table(resource)
+
+        def run(db: sqlite3.Connection) -> None:
+            state = self._states(db, [resource])[resource]
+            if start_cursor is not None:
+                if reset:
+                    db.execute(f"DELETE FROM {_q(table.name)}")
+                state.hydration = "hydrating"
+                state.clone_cursor = start_cursor
+            db.executemany(table.upsert, [table.row(r) for r in records])
+            state.clone_after_id = after_id
+            self._save_state(db, state)
+            self._rebase(db, resource, [r["id"] for r in records])
+
+        await self._run(run, write=True)
+
+    async def finish_clone(self, resource: str) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            state = self._states(db, [resource])[resource]
+            state.cursor = max(state.cursor, state.clone_cursor or 0)
+            state.hydration = "ready"
+            state.clone_after_id = None
+            state.clone_cursor = None
+            self._save_state(db, state)
+            self._rebase(db, resource, None)
+
+        await self._run(run, write=True)
+
+    async def reset_hydration(self, resource: str) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            state = self._states(db, [resource])[resource]
+            state.hydration = "notStarted"
+            state.clone_after_id = None
+            state.clone_cursor = None
+            self._save_state(db, state)
+
+        await self._run(run, write=True)
+
+
+def _entry(row: Sequence[Any]) -> ChangelogEntry:
+    return ChangelogEntry(
+        seq=row[0],
+        resource=row[1],
+        operation=row[2],
+        record_id=row[3],
+        record=orjson.loads(row[4]) if row[4] is not None else None,
+        mutation_id=row[5],
+        version=row[6],
+        guard=orjson.loads(row[7]) if row[7] is not None else None,
+    )
+
+
+def _sql_ok(condition: tuple[str, str, Any]) -> bool:
+    """Conditions SQLite evaluates exactly like :func:`datafn.client.store.matches`."""
+    _name, op, value = condition
+    values = value if op in ("in", "nin") else [value]
+    if not all(v is None or isinstance(v, str | int | float) for v in values):
+        return False
+    if op == "contains":
+        return isinstance(value, str)
+    return True
+
+
+def _where(conditions: Sequence[tuple[str, str, Any]]) -> tuple[str, list[Any]]:
+    parts: list[str] = []
+    params: list[Any] = []
+    for name, op, value in conditions:
+        col = _q(name)
+        if op == "eq":
+            parts.append(f"{col} IS ?")
+            params.append(value)
+        elif op == "ne":
+            parts.append(f"{col} IS NOT ?")
+            params.append(value)
+        elif op in ("in", "nin"):
+            values = list(value)
+            marks = ", ".join("?" for _ in values)
+            if not values:
+                parts.append("0" if op == "in" else "1")
+            elif op == "in":
+                parts.append(f"{col} IN ({marks})")
+            else:
+                parts.append(f"({col} IS NULL OR {col} NOT IN ({marks}))")
+            params += values
+        elif op == "contains":
+            parts.append(f"instr({col}, ?) > 0")
+            params.append(value)
+        else:
+            sign = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
+            parts.append(f"{col} {sign} ?")
+            params.append(value)
+    return (" WHERE " + " AND ".join(parts) if parts else ""), params
+
+
+@hookimpl(trylast=True)
+def datafn_register_client_stores(registry: Registry[Any]) -> None:
+    registry.add("sqlite", SqliteClientStore, description="one SQLite file, one table per resource")

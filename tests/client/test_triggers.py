@@ -1,0 +1,137 @@
+"""Automatic triggers of a started engine, and the blocking facade."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+import pytest
+
+from datafn import BlockingClient, Client
+from datafn.events import Event
+from tests.client.conftest import REMOTE, SCHEMA, hosted
+from tests.client.fake_server import FakeServer, unreachable
+
+
+async def wait_for(predicate: Callable[[], object], limit: float = 5.0) -> None:
+    """Poll ``predicate`` until it holds (the state lives in other tasks; no event to await)."""
+    with anyio.fail_after(limit):
+        while not predicate():  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+
+
+def count(server: FakeServer, endpoint: str) -> int:
+    return sum(1 for e, _ in server.requests if e == endpoint)
+
+
+async def test_start_runs_the_lifecycle_then_pushes_after_writes(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    server.write("todos", "insert", "s1", {"title": "server"})
+    async with hosted(make_client(push_debounce=0.05)) as client:
+        await client.sync.start()
+        await wait_for(lambda: count(server, "pull") >= 1)
+        assert await client.table("todos").get("s1") is not None
+        assert (await client.sync.status()).state == "idle"
+        for i in range(3):
+            await client.table("todos").insert({"id": f"t{i}", "title": "x"})
+        await wait_for(lambda: len(server.table("todos")) == 4)
+        assert count(server, "push") == 1  # debounced into one push
+        await client.sync.stop()
+        assert (await client.sync.status()).state == "stopped"
+
+
+async def test_interval_trigger_pushes_pending_changes(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    async with hosted(make_client(push_interval=0.1, triggers=["interval"])) as client:
+        await client.table("todos").insert({"id": "t1", "title": "x"})
+        await client.sync.start()
+        await wait_for(lambda: "t1" in server.table("todos"))
+
+
+async def test_connectivity_goes_offline_and_catches_up_on_return(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    async with hosted(make_client(triggers=["connectivity", "after_write"])) as client:
+        seen: list[Event] = []
+        client.events.on("connectivity_changed", seen.append)
+        client.sync.random = lambda: 0.0
+        client.sync.config = client.sync.config.model_copy(
+            update={
+                "ws_reconnect": client.sync.config.ws_reconnect.model_copy(
+                    update={"base_delay": 0.02, "max_delay": 0.05}
+                )
+            }
+        )
+        await client.sync.start()
+        await wait_for(lambda: count(server, "pull") >= 1)
+        for _ in range(3):
+            server.fail("push", unreachable)
+        server.fail("status", unreachable)
+        await client.table("todos").insert({"id": "t1", "title": "offline write"})
+        await wait_for(lambda: seen and seen[-1].context.online is False)
+        assert not client.sync.online
+        assert (await client.sync.status()).state == "offline"
+        await wait_for(lambda: len(seen) >= 2, limit=10)
+        assert [e.context.online for e in seen] == [False, True]
+        await wait_for(lambda: "t1" in server.table("todos"))
+
+
+async def test_focus_signal_pulls(make_client: Callable[..., Client], server: FakeServer) -> None:
+    async with hosted(make_client(triggers=["focus"])) as client:
+        await client.sync.start()
+        await wait_for(lambda: count(server, "pull") >= 1)
+        server.write("todos", "insert", "s1", {"title": "from elsewhere"})
+        await client.sync.notify("focus")
+        await wait_for(lambda: count(server, "pull") >= 2)
+        await wait_for(lambda: client.store._records.get("todos", {}).get("s1"))  # type: ignore[attr-defined]
+        with pytest.raises(ValueError):
+            await client.sync.notify("blur")
+
+
+async def test_post_push_trigger_pulls_foreign_changes(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    async with hosted(make_client(triggers=["post_push"])) as client:
+        await client.sync.start()
+        await wait_for(lambda: "post_push" in client.sync.active_triggers)
+        await wait_for(lambda: count(server, "pull") >= 1)
+        server.write("notes", "insert", "n1", {"body": "foreign"})
+        await client.table("todos").insert({"id": "t1", "title": "x"})
+        pulls = count(server, "pull")
+        report = await client.sync.push()
+        assert report.foreign_changes
+        await wait_for(lambda: count(server, "pull") > pulls)
+        await wait_for(lambda: client.store._records.get("notes", {}).get("n1"))  # type: ignore[attr-defined]
+
+
+async def test_announced_cursor_pulls_only_when_ahead(client: Client, server: FakeServer) -> None:
+    await client.sync.clone()
+    await client.sync.pull()
+    assert not await client.sync.cursor_announced("0")
+    server.write("todos", "insert", "s1", {"title": "x"})
+    assert await client.sync.cursor_announced(str(server.seq))
+    assert await client.table("todos").get("s1") is not None
+
+
+def test_blocking_client(server: FakeServer) -> None:
+    from datafn.builtins.client_http import HttpTransport
+
+    transport = HttpTransport(REMOTE, transport=server.transport())
+    seen: list[str] = []
+    with BlockingClient(
+        schema=SCHEMA, store="memory://", transport=transport, use_env=False
+    ) as client:
+        client.events.on("mutation_applied", lambda e: seen.append(e.context.record_id))
+        todos = client.table("todos")
+        record = todos.insert({"title": "from a script"})
+        assert todos.get(record["id"]) == record
+        assert todos.query({"done": False}) == [record]
+        assert client.sync.status().pending_changes == 1
+        client.sync.push()
+        assert record["id"] in server.table("todos")
+        client.sync.start()
+        client.sync.notify("focus")
+        client.sync.stop()
+    assert seen == [record["id"]]
