@@ -1,0 +1,138 @@
+"""The PostgreSQL notification bus: cursor notifications across server processes and machines.
+
+Every server process LISTENs on one channel; :meth:`PostgresNotificationBus.publish` sends
+``pg_notify(channel, "<seq> <namespace>")``, which PostgreSQL delivers to every listener, this
+process included, so local and remote sockets are woken the same way. Select it with::
+
+    [tool.datafn.server]
+    database = "postgresql+psycopg://user@host/db"
+    notification-bus = "postgresql"          # or a URL of its own: "postgresql://…"
+
+If the listening connection drops, the bus reconnects with backoff; notifications sent while
+it was away are lost, so after a reconnect it wakes every local subscriber with the latest seq
+it knows (clients compare that to their cursor and pull if they are behind) — nothing is missed
+for long, and nothing wrong is announced because a cursor message only ever causes a pull.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import psycopg
+
+from datafn.plugin import hookimpl
+from datafn.server.bus import NotificationBus, Subscription
+
+__all__ = ["CHANNEL", "PostgresNotificationBus"]
+
+log = logging.getLogger("datafn.sqlmodel.bus")
+
+CHANNEL = "datafn_cursor"
+_MAX_NAMESPACE_BYTES = 4000  # pg_notify payloads must stay under 8000 bytes
+
+
+def _dsn(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return "postgresql://" + rest if sep and scheme.startswith("postgresql") else url
+
+
+class PostgresNotificationBus(NotificationBus):
+    """LISTEN/NOTIFY on ``datafn_cursor``; ``factory(name_or_url, config)``."""
+
+    def __init__(self, url: str, config: Any = None, *, channel: str = CHANNEL) -> None:
+        if "://" not in url:  # "postgresql": share the server's database
+            url = config.server.database if config is not None else url
+        self.dsn = _dsn(url)
+        self.channel = channel
+        self._subscriptions: set[Subscription] = set()
+        self._latest: dict[str, int] = {}
+        self._publisher: psycopg.AsyncConnection[Any] | None = None
+        self._publish_lock = anyio.Lock()
+        # the listener is an asyncio task owned by the bus (opened and closed possibly from
+        # different tasks, which an anyio task group would not allow)
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = anyio.Event()
+
+    async def open(self) -> None:
+        self._publisher = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+        self._listener = asyncio.get_running_loop().create_task(
+            self._listen_forever(), name="datafn postgresql notification listener"
+        )
+        with anyio.fail_after(10):
+            await self._listening.wait()
+
+    async def aclose(self) -> None:
+        for subscription in list(self._subscriptions):
+            subscription.close()
+        self._subscriptions.clear()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        if self._publisher is not None:
+            await self._publisher.close()
+            self._publisher = None
+
+    async def publish(self, namespace: str, seq: int) -> None:
+        payload = f"{seq} {namespace}"
+        if len(payload.encode()) > _MAX_NAMESPACE_BYTES:
+            log.warning("namespace too long to notify; its sockets will catch up on next pull")
+            return
+        async with self._publish_lock:
+            if self._publisher is None or self._publisher.closed:
+                self._publisher = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            await self._publisher.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+
+    @asynccontextmanager
+    async def subscribe(self, namespace: str | None = None) -> AsyncIterator[Subscription]:
+        subscription = Subscription(namespace)
+        self._subscriptions.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+            subscription.close()
+
+    def _offer(self, namespace: str, seq: int) -> None:
+        if seq > self._latest.get(namespace, -1):
+            self._latest[namespace] = seq
+            if len(self._latest) > 100_000:  # bounded under namespace churn
+                self._latest.clear()
+        for subscription in list(self._subscriptions):
+            subscription.offer(namespace, seq)
+
+    async def _listen_forever(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {self.channel}")
+                    if self._listening.is_set():  # a reconnect: wake everyone up once
+                        for namespace, seq in list(self._latest.items()):
+                            self._offer(namespace, seq)
+                    self._listening.set()
+                    delay = 0.1
+                    async for note in conn.notifies():
+                        seq_text, _, namespace = note.payload.partition(" ")
+                        if seq_text.isdigit() and namespace:
+                            self._offer(namespace, int(seq_text))
+            except psycopg.Error as exc:
+                log.warning("notification listener lost its connection: %s", exc)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+@hookimpl
+def datafn_register_notification_buses(registry: Any) -> None:
+    registry.add(
+        "postgresql",
+        PostgresNotificationBus,
+        description="PostgreSQL LISTEN/NOTIFY, for several server processes on one database",
+    )
