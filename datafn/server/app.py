@@ -335,7 +335,7 @@ class DatafnServer:
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         identity, namespace = await self.authenticate(headers, action)
         context = RequestContext(action, identity, namespace, headers, client_host)
-        await self._authorize(context, payload)
+        await self.authorize(context, payload)
         if action == "status":
             return self.service.status()
         prepared = self.service.validate(action, payload)
@@ -402,6 +402,15 @@ class DatafnServer:
 
         Raises :class:`~datafn.errors.ProtocolError` (401 or ``NAMESPACE_INVALID``) on refusal.
         """
+        token = _current.set(self)  # hooks read this server's settings through it
+        try:
+            return await self._authenticate(headers, action)
+        finally:
+            _current.reset(token)
+
+    async def _authenticate(
+        self, headers: dict[str, str], action: str
+    ) -> tuple[Identity | None, str]:
         try:
             identity = await self._caller.call(
                 "datafn_authenticate", headers=headers, action=action
@@ -436,7 +445,8 @@ class DatafnServer:
             raise _error("NAMESPACE_INVALID", "the namespace is invalid", status=403)
         return identity, namespace
 
-    async def _authorize(self, context: RequestContext, payload: Any) -> None:
+    async def authorize(self, context: RequestContext, payload: Any) -> None:
+        """Ask every ``datafn_authorize`` implementation; raises Forbidden when one denies."""
         try:
             answers = await self._caller.call(
                 "datafn_authorize", context=context, action=context.action, payload=payload

@@ -56,6 +56,10 @@ def uvicorn_server(
     """
     datafn: DatafnServer = app.state.datafn
     settings = datafn.settings
+    # WebSocket keep-alive and frame bounds of the protocol (the ASGI server owns the pings)
+    options.setdefault("ws_ping_interval", settings.ping_interval)
+    options.setdefault("ws_ping_timeout", settings.ping_timeout)
+    options.setdefault("ws_max_size", settings.limits.max_ws_message_bytes)
     config = uvicorn.Config(
         app,
         host=host or settings.host,

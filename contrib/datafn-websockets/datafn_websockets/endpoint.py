@@ -1,0 +1,197 @@
+"""The server's WebSocket endpoint ``{base}/ws``: authenticated, bounded, coalescing.
+
+Per PROTOCOL.md: the socket is authenticated before anything else (close 4401 when refused),
+connection limits are enforced (10 000 in all, 100 per namespace by default; close 4503), the
+namespace comes from the authenticated identity, never from a message, and every socket is
+closed with 1001 when the server shuts down. After a ``hello`` the server answers at once with
+the namespace's cursor when it is above the client's, so nothing committed while the client was
+away is missed; afterwards every committed write reaches the sockets of its namespace as
+``{"type": "cursor", "cursor": "<seq>"}``, coalesced (a slow socket gets only the latest seq).
+
+Keep-alive pings are the ASGI server's job: ``datafn serve`` runs uvicorn with
+``ws_ping_interval`` / ``ws_ping_timeout`` from ``[tool.datafn.server]`` (30 s / 10 s).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import orjson
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from datafn.context import RequestContext
+from datafn.errors import ProtocolError
+from datafn.protocol import HelloMessage, parse_cursor, parse_ws_message
+
+if TYPE_CHECKING:
+    from datafn.server import DatafnServer
+
+__all__ = [
+    "CLOSE_FORBIDDEN",
+    "CLOSE_GOING_AWAY",
+    "CLOSE_OVER_LIMIT",
+    "CLOSE_UNAUTHENTICATED",
+    "RealtimeEndpoint",
+]
+
+log = logging.getLogger("datafn.websockets")
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_BIG = 1009
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_OVER_LIMIT = 4503
+
+
+class RealtimeEndpoint:
+    """The ``/ws`` route of one :class:`~datafn.server.DatafnServer`."""
+
+    def __init__(self, server: DatafnServer) -> None:
+        self.server = server
+        limits = server.limits
+        self.max_total = limits.max_ws_connections
+        self.max_per_namespace = limits.max_ws_per_namespace
+        self.max_message_bytes = limits.max_ws_message_bytes
+        self.total = 0
+        self.per_namespace: Counter[str] = Counter()
+        self._sockets: set[WebSocket] = set()
+        self._closing = False
+        server.add_shutdown_callback(self.close_all)
+
+    def route(self) -> WebSocketRoute:
+        return WebSocketRoute(f"{self.server.base_path}/ws", self.handle)
+
+    async def close_all(self) -> None:
+        """Shutdown: close every socket with 1001 (going away)."""
+        self._closing = True
+        for socket in list(self._sockets):
+            await _close(socket, CLOSE_GOING_AWAY, "server shutting down")
+
+    async def handle(self, socket: WebSocket) -> None:
+        if self._closing or self.server.draining:
+            await _refuse(socket, CLOSE_GOING_AWAY, "server shutting down")
+            return
+        headers = {name.lower(): value for name, value in socket.headers.items()}
+        try:
+            identity, namespace = await self.server.authenticate(headers, "ws")
+            await self.server.authorize(
+                RequestContext("ws", identity, namespace, headers, _host(socket)), None
+            )
+        except ProtocolError as exc:
+            code = CLOSE_UNAUTHENTICATED if exc.http_status == 401 else CLOSE_FORBIDDEN
+            await _refuse(socket, code, exc.message)
+            return
+        # reserve the slot before any await so concurrent upgrades cannot overshoot the limits
+        if self.total >= self.max_total or self.per_namespace[namespace] >= self.max_per_namespace:
+            await _refuse(socket, CLOSE_OVER_LIMIT, "too many connections")
+            return
+        self.total += 1
+        self.per_namespace[namespace] += 1
+        try:
+            await socket.accept()
+            self._sockets.add(socket)
+            await self._serve(socket, namespace)
+        finally:
+            self._sockets.discard(socket)
+            self.total -= 1
+            self.per_namespace[namespace] -= 1
+            if not self.per_namespace[namespace]:
+                del self.per_namespace[namespace]
+
+    async def _serve(self, socket: WebSocket, namespace: str) -> None:
+        sent = _Sent()
+        async with anyio.create_task_group() as tg, self.server.bus.subscribe(namespace) as sub:
+
+            async def forward() -> None:
+                async for note in sub:
+                    await sent.send(socket, note.seq)
+
+            tg.start_soon(forward)
+            try:
+                await self._read(socket, namespace, sent)
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def _read(self, socket: WebSocket, namespace: str, sent: _Sent) -> None:
+        """Read until the peer goes: hellos get the current cursor, the rest is ignored."""
+        while True:
+            try:
+                message = await socket.receive()
+            except WebSocketDisconnect:
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("text") if message.get("text") is not None else message.get("bytes")
+            if data is None:
+                continue
+            if len(data) > self.max_message_bytes:
+                await _close(socket, CLOSE_TOO_BIG, "message too big")
+                return
+            parsed = parse_ws_message(data)
+            if isinstance(parsed, HelloMessage):
+                await self._answer_hello(socket, namespace, parsed, sent)
+
+    async def _answer_hello(
+        self, socket: WebSocket, namespace: str, hello: HelloMessage, sent: _Sent
+    ) -> None:
+        try:
+            theirs = max((parse_cursor(c) for c in hello.cursors.values()), default=0)
+        except Exception:
+            theirs = 0
+        ours = await self.server.store.namespace_seq(namespace)
+        if ours > theirs:
+            await sent.send(socket, ours)
+
+
+class _Sent:
+    """The highest cursor a socket was sent: never send it an older one."""
+
+    def __init__(self) -> None:
+        self.seq = -1
+        self._lock = anyio.Lock()
+
+    async def send(self, socket: WebSocket, seq: int) -> None:
+        async with self._lock:
+            if seq <= self.seq or socket.application_state != WebSocketState.CONNECTED:
+                return
+            self.seq = seq
+            try:
+                await socket.send_text(_cursor_message(seq))
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                log.debug("socket went away while sending a cursor")
+
+
+def _cursor_message(seq: int) -> str:
+    return orjson.dumps({"type": "cursor", "cursor": str(seq)}).decode()
+
+
+def _host(socket: WebSocket) -> str | None:
+    return socket.client.host if socket.client else None
+
+
+async def _refuse(socket: WebSocket, code: int, reason: str) -> None:
+    """Accept then close, so the client sees the close code (a refused upgrade shows none)."""
+    try:
+        await socket.accept()
+        await socket.close(code, reason[:120])
+    except (RuntimeError, OSError, WebSocketDisconnect):
+        pass
+
+
+async def _close(socket: WebSocket, code: int, reason: str) -> None:
+    try:
+        if socket.application_state == WebSocketState.CONNECTED:
+            await socket.close(code, reason)
+    except (RuntimeError, OSError, WebSocketDisconnect):
+        pass
+
+
+def add_routes(server: Any, routes: list[Any]) -> RealtimeEndpoint:
+    endpoint = RealtimeEndpoint(server)
+    routes.append(endpoint.route())
+    server.realtime = endpoint
+    return endpoint
