@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import socket
 import tempfile
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +116,9 @@ class Api:
 def empty_pyproject() -> Path:
     """A pyproject.toml with an empty [tool.datafn], so no developer configuration leaks in."""
     path = Path(tempfile.mkdtemp(prefix="datafn-server-tests-")) / "pyproject.toml"
-    path.write_text('[project]\nname = "t"\n\n[tool.datafn]\n', encoding="utf-8")
+    path.write_text(
+        '[project]\nname = "t"\n\n[tool.datafn]\nplugins = ["sqlmodel-server"]\n', encoding="utf-8"
+    )
     return path
 
 
@@ -150,3 +155,31 @@ async def api() -> AsyncIterator[Api]:
 def make_api() -> MakeApi:
     """``async with make_api(plugins=(…,), server={…}) as api:`` for custom apps."""
     return serve_app
+
+
+@contextmanager
+def live_server(app: Any, *, timeout: float = 10.0) -> Iterator[tuple[str, Any]]:
+    """Run ``app`` under uvicorn on a free loopback port in a thread.
+
+    Yields ``(base_url, uvicorn_server)``; readiness is polled, never slept on.
+    """
+    from datafn.server.serve import uvicorn_server
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn_server(app, host="127.0.0.1", port=port, log_level="warning")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}/datafn", server
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+        sock.close()
