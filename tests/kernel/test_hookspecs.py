@@ -85,9 +85,13 @@ async def _commands(recorder: Recorder, runtime: Runtime) -> None:
 
 
 async def _server_routes(recorder: Recorder, runtime: Runtime) -> None:
-    routes: list[Any] = []
-    runtime.plugins.hook.datafn_add_server_routes(server=runtime, routes=routes)
-    assert recorder.called("datafn_add_server_routes") == [{"server": runtime, "routes": routes}]
+    from datafn.server import DatafnServer
+
+    schema = {"resources": [{"name": "todos", "fields": []}]}
+    server = DatafnServer(runtime, schema=schema, store="memory://")
+    (call,) = recorder.called("datafn_add_server_routes")
+    assert call["server"] is server
+    assert isinstance(call["routes"], list)
 
 
 async def _phase(name: str, kwargs: dict[str, Any], recorder: Recorder, pm: PluginManager) -> None:
