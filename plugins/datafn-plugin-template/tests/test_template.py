@@ -1,39 +1,40 @@
-"""The template's own tests: they run against an installed datafn, inside or outside the repo."""
+"""The template's own tests: they run against an installed datafn, inside or outside the repo,
+with the fixtures of the opt-in ``datafn.testing.pytest_plugin``."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import pytest
 
-from datafn import ConfigError, Runtime, SyncContext, SyncVetoed
+from datafn import ConfigError, SyncContext, SyncVetoed
 
 
-def project(tmp_path: Path, table: str) -> Path:
-    path = tmp_path / "pyproject.toml"
-    path.write_text(f'[project]\nname = "app"\n\n[tool.datafn.template]\n{table}\n')
-    return path
-
-
-def test_plugin_is_discovered_through_its_entry_point(tmp_path: Path) -> None:
-    runtime = Runtime.boot(pyproject=project(tmp_path, ""), use_env=False)
-    info = {p.name: p for p in runtime.plugins.plugins()}["template"]
+def test_plugin_is_discovered_through_its_entry_point(datafn_project: Any) -> None:
+    datafn_project.write("[tool.datafn.template]\n")
+    info = {p.name: p for p in datafn_project.boot().plugins.plugins()}["template"]
     assert info.distribution == "datafn-plugin-template"
     assert "datafn_before_sync" in info.hooks
 
 
-async def test_denied_phase_is_vetoed_and_others_pass(tmp_path: Path) -> None:
-    runtime = Runtime.boot(pyproject=project(tmp_path, 'deny-phases = ["seed"]'), use_env=False)
-    caller = runtime.plugins.caller
+async def test_denied_phase_is_vetoed_and_others_pass(
+    datafn_project: Any, hook_recorder: Any
+) -> None:
+    datafn_project.write('[tool.datafn.template]\ndeny-phases = ["seed"]\n')
+    later = hook_recorder("datafn_before_sync", trylast=True)
+    caller = datafn_project.boot(plugins=[later]).plugins.caller
     context = SyncContext(side="client", client_id="c1")
     with pytest.raises(SyncVetoed) as info:
         await caller.before_sync("seed", {"data": {}}, context)
     assert info.value.plugin == "template"
     assert "denied" in str(info.value)
+    assert later.calls == [], "no policy runs after a veto"
     assert await caller.before_sync("pull", {"cursors": {}}, context) == {"cursors": {}}
+    assert later.phases() == ["pull"]
 
 
-def test_bad_settings_name_the_key(tmp_path: Path) -> None:
+def test_bad_settings_name_the_key(datafn_project: Any) -> None:
+    datafn_project.write('[tool.datafn.template]\ndeny-phases = ["sed"]\n')
     with pytest.raises(ConfigError) as info:
-        Runtime.boot(pyproject=project(tmp_path, 'deny-phases = ["sed"]'), use_env=False)
+        datafn_project.boot()
     assert str(info.value).startswith("tool.datafn.template.deny-phases: unknown phase 'sed'")
