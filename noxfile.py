@@ -18,6 +18,8 @@ PACKAGES += [
     + sorted(ROOT.glob("plugins/*/pyproject.toml"))
     if f"./{path.parent.relative_to(ROOT)}" not in PACKAGES
 ]
+#: the audit's optional OpenTelemetry and Prometheus integrations are tested too
+PACKAGES += ["./contrib/datafn-audit[test]"]
 KERNEL = ["datafn"]
 
 
