@@ -200,6 +200,8 @@ class SettingsRegistry:
         self.current_plugin: str | None = None
 
     def add(self, name: str, model: type[BaseModel]) -> None:
+        """Declare section ``name`` (``"my-plugin"`` reads ``[tool.datafn.my-plugin]``)."""
+        name = name.replace("-", "_")  # TOML keys are snake-cased on reading
         if name in _CORE_KEYS:
             raise ConfigError(f"section name {name!r} is reserved", key=f"{TOML_PREFIX}.{name}")
         if name in self.sections:
@@ -235,7 +237,7 @@ class Config:
     def section(self, name: str) -> Any:
         """A plugin's validated settings section (declared with ``datafn_add_settings``)."""
         try:
-            return self._sections[name]
+            return self._sections[name.replace("-", "_")]
         except KeyError:
             raise ConfigError(
                 "no installed plugin declares this settings section", key=f"{TOML_PREFIX}.{name}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,3 +144,26 @@ def test_plugin_that_fails_to_import_names_itself(
     with pytest.raises(PluginError) as info:
         Runtime.boot()
     assert "'broken'" in str(info.value) and "failed to import" in str(info.value)
+
+
+def test_hyphenated_section_names_read_their_table(
+    project: Path, write_pyproject: WritePyproject
+) -> None:
+    from pydantic import BaseModel
+
+    class Limits(BaseModel):
+        max_items: int = 1
+
+    class Declares:
+        @hookimpl
+        def datafn_add_settings(self, settings: Any) -> None:
+            settings.add("my-plugin", Limits)
+
+    write_pyproject(project, "[tool.datafn.my-plugin]\nmax-items = 7\n")
+    runtime = Runtime.boot(plugins=[Declares()])
+    assert runtime.config.section("my-plugin").max_items == 7
+    write_pyproject(project, '[tool.datafn.my-plugin]\nmax-items = "many"\n')
+    with pytest.raises(
+        ConfigError, match=r"^tool\.datafn\.my-plugin\.max-items: expected an integer"
+    ):
+        Runtime.boot(plugins=[Declares()])
