@@ -373,12 +373,14 @@ class SyncEngine:
         model: type[M],
         *,
         resources: Sequence[str] = (),
+        parse: Callable[[Any], M] | None = None,
     ) -> M:
         """Send one request of ``phase`` through the policy hooks and the transport.
 
         ``datafn_before_sync`` may replace or veto the payload (fail-closed, raises
         :class:`~datafn.errors.SyncVetoed`); ``datafn_after_sync`` observes the parsed result
         (fail-open). A :class:`~datafn.errors.TransportError` marks the client offline.
+        ``parse`` replaces :func:`~datafn.protocol.parse_envelope` for hot paths.
         """
         transport = self._require_transport()
         context = SyncContext(side="client", client_id=self.client_id, resources=tuple(resources))
@@ -390,7 +392,7 @@ class SyncEngine:
             await self.set_online(False)
             raise
         await self.set_online(True)
-        result = parse_envelope(body, model)
+        result = parse(body) if parse is not None else parse_envelope(body, model)
         await caller.after_sync(phase, payload, result, context, on_failure=self._plugin_failed)
         return result
 

@@ -159,6 +159,7 @@ class SqliteClientStore(ClientStore):
                 sa.Column("id", sa.Text, primary_key=True),
                 *(sa.Column(f.name, _SQL_TYPES[f.type]) for f in table.spec.fields),
                 sa.Column(RECORD_COLUMN, sa.Text, nullable=False),
+                sqlite_with_rowid=False,  # rows live in the id b-tree: one insert per record
             )
         sa.Table(
             CHANGELOG,

@@ -1,0 +1,174 @@
+"""Client benchmark: clone throughput and memory, push throughput, local write latency.
+
+Run: ``python bench/bench_client.py`` (defaults: clones of 100 000 and 1 000 000 records,
+push of 10 000 offline writes); ``--clone 20000 --push 2000`` for a quick run. It starts
+``datafn serve`` on SQLite in a child process, seeds it through the protocol, and measures each
+client run in a fresh child process of its own, so that peak RSS is the client's alone:
+
+* clone: records/s end to end (requests, JSON, SQLite writes) into a fresh SQLite client;
+  peak RSS of the client process;
+* local writes: latency of ``table.insert`` (validation, SQLite transaction with the changelog
+  entry, event) as p50/p99;
+* push: mutations/s of pushing those offline writes.
+
+Figures only; nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+SCHEMA: dict[str, Any] = {
+    "resources": [
+        {
+            "name": "items",
+            "fields": [
+                {"name": "title", "type": "string", "required": True},
+                {"name": "n", "type": "number"},
+                {"name": "done", "type": "boolean", "default": False},
+            ],
+        }
+    ]
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+# --------------------------------------------------------------------------- child processes
+
+
+async def child_clone(remote: str, store: str) -> dict[str, Any]:
+    from datafn import Client
+
+    async with Client(schema=SCHEMA, remote=remote, store=store, use_env=False) as client:
+        started = time.perf_counter()
+        report = await client.sync.clone()
+        seconds = time.perf_counter() - started
+        count = await client.table("items").count()
+    return {"records": count, "seconds": seconds, "pages": report.pages, "rss": peak_rss_mb()}
+
+
+async def child_push(remote: str, store: str, writes: int) -> dict[str, Any]:
+    from datafn import Client
+
+    async with Client(
+        schema=SCHEMA, remote=remote, store=store, use_env=False, push_batch_size=500
+    ) as client:
+        await client.sync.clone()
+        items = client.table("items")
+        latencies = []
+        for i in range(writes):
+            started = time.perf_counter()
+            await items.insert({"id": f"w{i:07}", "title": "offline write", "n": i})
+            latencies.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        report = await client.sync.push()
+        seconds = time.perf_counter() - started
+    return {
+        "writes": writes,
+        "insert_p50_ms": percentile(latencies, 50) * 1000,
+        "insert_p99_ms": percentile(latencies, 99) * 1000,
+        "applied": report.applied,
+        "seconds": seconds,
+        "rss": peak_rss_mb(),
+    }
+
+
+def run_child(*args: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def seed(remote: str, start: int, stop: int) -> None:
+    with httpx.Client(base_url=remote + "/", timeout=120) as http:
+        for first in range(start, stop, 5000):
+            rows = [
+                {"id": f"r{i:08}", "title": f"record number {i}", "n": i}
+                for i in range(first, min(first + 5000, stop))
+            ]
+            body = http.post("seed", json={"data": {"items": rows}}).json()
+            if not body.get("ok"):
+                raise SystemExit(f"seeding failed: {body}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clone", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--push", type=int, default=10_000)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        mode, remote, store, *rest = args.child
+        if mode == "clone":
+            result = anyio.run(child_clone, remote, store)
+        else:
+            result = anyio.run(child_push, remote, store, int(rest[0]))
+        print(json.dumps(result))
+        return
+
+    from datafn.testing.process import ServerProcess
+
+    with tempfile.TemporaryDirectory(prefix="datafn-bench-") as tmp:
+        folder = Path(tmp)
+        schema = folder / "schema.json"
+        schema.write_text(json.dumps(SCHEMA))
+        with ServerProcess(
+            schema, database=f"sqlite:///{folder / 'server.db'}", cwd=folder
+        ) as server:
+            print(f"server: {server.remote} (SQLite)")
+            seeded = 0
+            for size in sorted(args.clone):
+                started = time.perf_counter()
+                seed(server.remote, seeded, size)
+                seeded = size
+                print(f"seeded {size:,} records ({time.perf_counter() - started:.1f} s)")
+                store = f"sqlite:///{folder / f'clone-{size}.db'}"
+                result = run_child("clone", server.remote, store)
+                print(
+                    f"clone {result['records']:>9,} records: {result['seconds']:7.2f} s  "
+                    f"{result['records'] / result['seconds']:>9,.0f} records/s  "
+                    f"peak RSS {result['rss']:6.1f} MB  ({result['pages']} pages)"
+                )
+        # push into an empty server, so the clone before the writes is trivial
+        (folder / "push").mkdir()
+        with ServerProcess(
+            schema, database=f"sqlite:///{folder / 'push' / 'server.db'}", cwd=folder / "push"
+        ) as server:
+            store = f"sqlite:///{folder / 'push' / 'client.db'}"
+            result = run_child("push", server.remote, store, str(args.push))
+            print(
+                f"local insert latency: p50 {result['insert_p50_ms']:.3f} ms  "
+                f"p99 {result['insert_p99_ms']:.3f} ms  ({result['writes']:,} inserts)"
+            )
+            print(
+                f"push {result['applied']:,} offline writes: {result['seconds']:.2f} s  "
+                f"{result['applied'] / result['seconds']:,.0f} mutations/s"
+            )
+
+
+if __name__ == "__main__":
+    main()

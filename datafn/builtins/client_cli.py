@@ -1,0 +1,101 @@
+"""Built-in plugin: the client's commands, ``datafn demo`` and ``datafn sync``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import click
+from rich.console import Console
+
+from datafn.plugin import hookimpl
+
+
+@click.command()
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the server's and clients' SQLite files here (default: a temporary folder).",
+)
+@click.option("--records", type=click.IntRange(10, 1_000_000), default=5000, show_default=True)
+def demo(folder: Path | None, records: int) -> None:
+    """Run a server and two clients on SQLite and narrate what sync does."""
+    from datafn.builtins.client_demo import run_demo
+
+    anyio.run(run_demo, folder, records)
+
+
+@click.command()
+@click.option("--remote", help="Server base URL, e.g. http://127.0.0.1:8787/datafn.")
+@click.option(
+    "--schema",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Schema file (.json or .toml); default: the schema setting.",
+)
+@click.option("--store", help="Local store URL, e.g. sqlite:///mirror.db; default: store.")
+@click.option("--client-id", help="Default: kept in the store.")
+@click.option("--once", is_flag=True, help="Clone, pull and push once, then exit.")
+@click.pass_obj
+def sync(
+    obj: Any,
+    remote: str | None,
+    schema: Path | None,
+    store: str | None,
+    client_id: str | None,
+    once: bool,
+) -> None:
+    """Mirror a server into a local store: clone (with a progress bar), then pull and push
+    until interrupted (Ctrl-C)."""
+    try:
+        anyio.run(_sync, obj, remote, schema, store, client_id, once)
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+
+
+async def _sync(
+    obj: Any,
+    remote: str | None,
+    schema: Path | None,
+    store: str | None,
+    client_id: str | None,
+    once: bool,
+) -> None:
+    from datafn.builtins.client_demo import clone_with_progress
+    from datafn.client import Client
+
+    console = Console(stderr=True)
+    pyproject = getattr(obj, "pyproject", None)
+    async with Client(
+        schema=schema, remote=remote, store=store, client_id=client_id, pyproject=pyproject
+    ) as client:
+        client.events.on(
+            "sync_failed",
+            lambda e: console.print(f"[red]{e.context.phase} failed:[/red] {e.context.error}"),
+        )
+        client.events.on(
+            "connectivity_changed",
+            lambda e: console.print("online" if e.context.online else "[yellow]offline[/yellow]"),
+        )
+        started = time.perf_counter()
+        await clone_with_progress(client, console, "clone")
+        console.print(f"cloned in {time.perf_counter() - started:.2f} s")
+        if once:
+            await client.sync.sync_all()
+        else:
+            await client.sync.start()
+            console.print("syncing; Ctrl-C to stop")
+            await anyio.sleep_forever()
+        status = await client.sync.status()
+        console.print(
+            f"cursors {status.cursors}; pending changes {status.pending_changes}; "
+            f"{'online' if status.online else 'offline'}"
+        )
+
+
+@hookimpl
+def datafn_add_commands(cli: click.Group) -> None:
+    cli.add_command(demo)
+    cli.add_command(sync)

@@ -1,0 +1,87 @@
+"""``datafn demo`` and ``datafn sync``."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from rich.console import Console
+
+from datafn.builtins.client_demo import run_demo
+from datafn.builtins.client_phases import _clone_page
+from datafn.errors import TransportError
+from tests.client.conftest import SCHEMA
+from tests.client.server_process import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+
+async def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
+    out = io.StringIO()
+    await run_demo(tmp_path, records=300, console=Console(file=out, width=120))
+    text = out.getvalue()
+    for expected in (
+        "seeded 300 records",
+        "laptop: 300 todos",
+        "pending changes: 4",
+        "push: 4 mutations applied",
+        "phone sees todo:000001 done = True",
+        "mutation_rejected",
+        "CONFLICT",
+        "repaired from the server: title = 'buy oat milk'",
+        "phone now holds 302 todos, the server 302",
+    ):
+        assert expected in text, expected
+    for name in ("server.db", "laptop.db", "phone.db"):
+        assert (tmp_path / name).exists()
+
+
+def test_sync_command_mirrors_a_server_into_sqlite(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "server", SCHEMA) as server:
+        rows = [{"id": f"t{i:04}", "title": f"task {i}"} for i in range(1500)]
+        assert httpx.post(f"{server.remote}/seed", json={"data": {"todos": rows}}).json()["ok"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFN_")}
+        mirror = tmp_path / "mirror.db"
+        result = subprocess.run(
+            [
+                sys.executable, "-c", "from datafn.cli import main; main()", "sync",
+                "--remote", server.remote, "--schema", str(server.schema_path),
+                "--store", f"sqlite:///{mirror}", "--once",
+            ],
+            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "cloned in" in result.stderr
+        with sqlite3.connect(mirror) as db:
+            assert db.execute("SELECT count(*) FROM todos").fetchone() == (1500,)
+            assert db.execute("SELECT title FROM todos WHERE id = 't0042'").fetchone() == (
+                "task 42",
+            )
+
+
+def test_clone_pages_are_checked_without_walking_every_value() -> None:
+    good = {
+        "ok": True,
+        "result": {
+            "data": {"t": [{"id": "a", "x": 1}]},
+            "cursors": {"t": "7"},
+            "next": {"t": None},
+        },
+    }
+    page = _clone_page(good)
+    assert page.data["t"][0]["id"] == "a" and page.cursors == {"t": "7"}
+    for broken in (
+        {**good, "result": {**good["result"], "cursors": {"t": "-1"}}},
+        {**good, "result": {**good["result"], "data": {"t": [{"x": 1}]}}},
+        {"ok": True},
+        [],
+    ):
+        with pytest.raises(TransportError):
+            _clone_page(json.loads(json.dumps(broken)))
