@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -165,7 +166,10 @@ class SqlServerStore(ServerStore):
             sa.event.listen(engine, "begin", _sqlite_begin)
         else:
             engine = sa.create_engine(
-                url, pool_size=self.pool_size, max_overflow=0, pool_timeout=60
+                url,
+                pool_size=self.pool_size,
+                max_overflow=0,
+                pool_timeout=60,
             )
         try:
             self._migrate(engine)
@@ -280,21 +284,42 @@ class SqlServerStore(ServerStore):
                     existing[(resource, record_id)] = orjson.loads(data)
         return existing
 
-    def _upsert(self, table: sa.Table) -> Any:
-        key = ("upsert", table.name)
-        stmt = self._statements.get(key)
-        if stmt is None:
-            if self.dialect == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert
-            base = insert(table)
-            stmt = base.on_conflict_do_update(
-                index_elements=[table.c.namespace, table.c.id],
-                set_={"data": base.excluded.data, "seq": base.excluded.seq},
+    # Bulk writes are one statement per table: executemany of a prepared statement on SQLite,
+    # arrays through unnest() on PostgreSQL (one round trip instead of one per row).
+
+    def _param(self, name: str) -> str:
+        return f"%({name})s" if self.dialect == "postgresql" else f":{name}"
+
+    def _bulk_insert(
+        self,
+        conn: Connection,
+        table: str,
+        columns: Sequence[str],
+        types: Sequence[str],
+        namespace: str,
+        rows: list[tuple[Any, ...]],
+        conflict: str = "",
+    ) -> None:
+        if not rows:
+            return
+        names = ", ".join(["namespace", *columns])
+        if self.dialect == "postgresql":
+            arrays = ", ".join(f"%(c{i})s::{kind}[]" for i, kind in enumerate(types))
+            alias = ", ".join(f"c{i}" for i in range(len(columns)))
+            params: dict[str, Any] = {"ns": namespace}
+            for i, column in enumerate(zip(*rows, strict=True)):
+                params[f"c{i}"] = list(column)
+            conn.exec_driver_sql(
+                f'INSERT INTO "{table}" ({names}) SELECT %(ns)s, {alias} '
+                f"FROM unnest({arrays}) AS u({alias}) {conflict}",
+                params,
             )
-            self._statements[key] = stmt
-        return stmt
+        else:
+            marks = ", ".join("?" * (len(columns) + 1))
+            conn.exec_driver_sql(
+                f'INSERT INTO "{table}" ({names}) VALUES ({marks}) {conflict}',
+                [(namespace, *row) for row in rows],
+            )
 
     def _write_records(
         self,
@@ -303,50 +328,58 @@ class SqlServerStore(ServerStore):
         writes: Mapping[tuple[str, str], dict[str, Any] | None],
         seqs: Mapping[tuple[str, str], int],
     ) -> None:
-        upserts: dict[str, list[dict[str, Any]]] = {}
-        deletes: dict[str, list[dict[str, Any]]] = {}
+        upserts: dict[str, list[tuple[Any, ...]]] = {}
+        deletes: dict[str, list[str]] = {}
+        dumps = orjson.dumps
         for (resource, record_id), record in writes.items():
             if record is None:
-                deletes.setdefault(resource, []).append({"ns": namespace, "rid": record_id})
+                deletes.setdefault(resource, []).append(record_id)
             else:
                 upserts.setdefault(resource, []).append(
-                    {
-                        "namespace": namespace,
-                        "id": record_id,
-                        "data": orjson.dumps(record).decode(),
-                        "seq": seqs[(resource, record_id)],
-                    }
+                    (record_id, dumps(record).decode(), seqs[(resource, record_id)])
                 )
         for resource, rows in upserts.items():
-            conn.execute(self._upsert(self._records(resource)), rows)
-        for resource, rows in deletes.items():
-            table = self._records(resource)
-            conn.execute(
-                table.delete().where(
-                    table.c.namespace == sa.bindparam("ns"), table.c.id == sa.bindparam("rid")
-                ),
+            self._bulk_insert(
+                conn,
+                self._records(resource).name,
+                ("id", "data", "seq"),
+                ("text", "text", "bigint"),
+                namespace,
                 rows,
+                "ON CONFLICT (namespace, id) DO UPDATE SET data = excluded.data, "
+                "seq = excluded.seq",
             )
+        for resource, ids in deletes.items():
+            table = self._records(resource).name
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql(
+                    f'DELETE FROM "{table}" WHERE namespace = %(ns)s AND id = ANY(%(ids)s::text[])',
+                    {"ns": namespace, "ids": ids},
+                )
+            else:
+                conn.exec_driver_sql(
+                    f'DELETE FROM "{table}" WHERE namespace = ? AND id = ?',
+                    [(namespace, record_id) for record_id in ids],
+                )
 
     def _log(
         self, conn: Connection, namespace: str, changes: Sequence[Change]
     ) -> dict[tuple[str, str], int]:
         seqs: dict[tuple[str, str], int] = {}
         rows = []
+        dumps = orjson.dumps
         for change in changes:
             seqs[(change.resource, change.id)] = change.seq
-            rows.append(
-                {
-                    "namespace": namespace,
-                    "seq": change.seq,
-                    "resource": change.resource,
-                    "record_id": change.id,
-                    "op": change.op,
-                    "data": None if change.data is None else orjson.dumps(change.data).decode(),
-                }
-            )
-        if rows:
-            conn.execute(self.tables.changes.insert(), rows)
+            data = None if change.data is None else dumps(change.data).decode()
+            rows.append((change.seq, change.resource, change.id, change.op, data))
+        self._bulk_insert(
+            conn,
+            "datafn_changes",
+            ("seq", "resource", "record_id", "op", "data"),
+            ("bigint", "text", "text", "text", "text"),
+            namespace,
+            rows,
+        )
         return seqs
 
     def _apply_push(
@@ -371,21 +404,18 @@ class SqlServerStore(ServerStore):
             plan = plan_push(self.schema, mutations, existing=existing, replays=replays, seq=before)
             seqs = self._log(conn, namespace, plan.changes)
             self._write_records(conn, namespace, plan.writes, seqs)
-            if plan.idempotency:
-                now = time.time()
-                conn.execute(
-                    idem.insert(),
-                    [
-                        {
-                            "namespace": namespace,
-                            "client_id": client_id,
-                            "mutation_id": mid,
-                            "outcome": orjson.dumps(outcome).decode(),
-                            "created_at": now,
-                        }
-                        for mid, outcome in plan.idempotency.items()
-                    ],
-                )
+            now = time.time()
+            self._bulk_insert(
+                conn,
+                "datafn_idempotency",
+                ("client_id", "mutation_id", "outcome", "created_at"),
+                ("text", "text", "text", "float8"),
+                namespace,
+                [
+                    (client_id, mid, orjson.dumps(outcome).decode(), now)
+                    for mid, outcome in plan.idempotency.items()
+                ],
+            )
             if plan.last_seq != before:
                 self._set_counter(conn, namespace, plan.last_seq)
             return PushOutcome(plan.results, before, plan.last_seq, plan.cursors)
@@ -428,11 +458,13 @@ class SqlServerStore(ServerStore):
                 f"ORDER BY seq LIMIT :lim) AS q{i}"
                 for i in range(count)
             ]
-            stmt = sa.text(
+            stmt = (
                 "SELECT seq, resource, record_id, op, data FROM ("
                 + " UNION ALL ".join(branches)
                 + ") AS u ORDER BY seq LIMIT :lim"
             )
+            if self.dialect == "postgresql":
+                stmt = re.sub(r":(\w+)", r"%(\1)s", stmt)
             self._statements[key] = stmt
         return stmt
 
@@ -446,7 +478,7 @@ class SqlServerStore(ServerStore):
             params[f"r{i}"] = resource
             params[f"c{i}"] = cursor
         with self._read() as conn:
-            rows = conn.execute(self._changes_statement(len(cursors)), params).all()
+            rows = conn.exec_driver_sql(self._changes_statement(len(cursors)), params).fetchall()
         loads = orjson.loads
         return [
             Change(int(seq), resource, record_id, op, None if data is None else loads(data))
@@ -461,15 +493,18 @@ class SqlServerStore(ServerStore):
     def _clone_page(
         self, namespace: str, resource: str, after_id: str | None, limit: int
     ) -> list[dict[str, Any]]:
-        table = self._records(resource)
-        query = sa.select(table.c.data).where(table.c.namespace == namespace)
+        table = self._records(resource).name
+        p = self._param
+        params: dict[str, Any] = {"ns": namespace, "lim": limit}
+        where = f"namespace = {p('ns')}"
         if after_id is not None:
-            query = query.where(table.c.id > after_id)
-        query = query.order_by(table.c.id).limit(limit)
+            where += f" AND id > {p('after')}"
+            params["after"] = after_id
+        sql = f'SELECT data FROM "{table}" WHERE {where} ORDER BY id LIMIT {p("lim")}'
         with self._read() as conn:
-            rows = conn.execute(query).scalars().all()
+            rows = conn.exec_driver_sql(sql, params).fetchall()
         loads = orjson.loads
-        return [loads(data) for data in rows]
+        return [loads(row[0]) for row in rows]
 
     async def clone_page(
         self, namespace: str, resource: str, after_id: str | None, limit: int
@@ -535,5 +570,7 @@ def _sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    write = conn.get_execution_options().get("datafn_write")
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    # Writes take the database's write lock up front. Reads run without an explicit
+    # transaction: every read is one statement, and one statement sees one snapshot.
+    if conn.get_execution_options().get("datafn_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
