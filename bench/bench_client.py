@@ -6,7 +6,8 @@ push of 10 000 offline writes); ``--clone 20000 --push 2000`` for a quick run. I
 client run in a fresh child process of its own, so that peak RSS is the client's alone:
 
 * clone: records/s end to end (requests, JSON, SQLite writes) into a fresh SQLite client;
-  peak RSS of the client process;
+  peak RSS of the client process; for comparison, the records/s of a bare HTTP loop fetching
+  the same pages (the server's own bound: each page needs the previous page's last id);
 * local writes: latency of ``table.insert`` (validation, SQLite transaction with the changelog
   entry, event) as p50/p99;
 * push: mutations/s of pushing those offline writes.
@@ -115,6 +116,22 @@ def seed(remote: str, start: int, stop: int) -> None:
                 raise SystemExit(f"seeding failed: {body}")
 
 
+def server_pages_alone(remote: str, table: str = "items") -> float:
+    """Records/s of fetching every clone page with a bare HTTP loop: the server's own bound."""
+    import orjson
+
+    count, after = 0, None
+    started = time.perf_counter()
+    with httpx.Client(timeout=120) as http:
+        while True:
+            payload = {"clientId": "bench", "page": {"table": table, "afterId": after}}
+            body = orjson.loads(http.post(f"{remote}/clone", content=orjson.dumps(payload)).content)
+            count += len(body["result"]["data"][table])
+            after = body["result"]["next"][table]
+            if after is None:
+                return count / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clone", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -146,6 +163,8 @@ def main() -> None:
                 seed(server.remote, seeded, size)
                 seeded = size
                 print(f"seeded {size:,} records ({time.perf_counter() - started:.1f} s)")
+                bound = server_pages_alone(server.remote)
+                print(f"server alone (bare HTTP page loop, no client work): {bound:,.0f} records/s")
                 store = f"sqlite:///{folder / f'clone-{size}.db'}"
                 result = run_child("clone", server.remote, store)
                 print(

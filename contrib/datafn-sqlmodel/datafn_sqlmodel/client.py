@@ -91,6 +91,18 @@ class _Table:
             f"INSERT OR REPLACE INTO {_q(self.name)} ({', '.join(map(_q, columns))}) "
             f"VALUES ({marks})"
         )
+        # Bulk path: the whole page as one JSON array parameter, unpacked by SQLite itself, so
+        # one statement step writes every row (no per-row Python work or GIL hand-over while
+        # the event loop parses the next page).
+        extracted = ", ".join(
+            ["json_extract(value, '$.id')"]
+            + [f"json_extract(value, '$.{name}')" for name, _ in self.fields]
+            + ["value"]
+        )
+        self.upsert_page = (
+            f"INSERT OR REPLACE INTO {_q(self.name)} ({', '.join(map(_q, columns))}) "
+            f"SELECT {extracted} FROM json_each(?)"
+        )
         self.select_one = f"SELECT {RECORD_COLUMN} FROM {_q(self.name)} WHERE id = ?"
         self.delete_one = f"DELETE FROM {_q(self.name)} WHERE id = ?"
 
@@ -464,7 +476,8 @@ class SqliteClientStore(ClientStore):
             touched: dict[str, set[str]] = {}
             for resource, records in page.records.items():
                 table = self._table(resource)
-                db.executemany(table.upsert, [table.row(r) for r in records])
+                if records:
+                    db.execute(table.upsert_page, (_dumps(records),))
                 touched.setdefault(resource, set()).update(r["id"] for r in records)
             for resource, deltas in page.merged.items():
                 table = self._table(resource)
@@ -516,7 +529,8 @@ class SqliteClientStore(ClientStore):
                     db.execute(f"DELETE FROM {_q(table.name)}")
                 state.hydration = "hydrating"
                 state.clone_cursor = start_cursor
-            db.executemany(table.upsert, [table.row(r) for r in records])
+            if records:
+                db.execute(table.upsert_page, (_dumps(records),))
             state.clone_after_id = after_id
             self._save_state(db, state)
             self._rebase(db, resource, [r["id"] for r in records])
