@@ -63,7 +63,7 @@ def datafn_authenticate(headers: dict[str, str], action: str) -> Identity | None
 @hookimpl(trylast=True)
 def datafn_resolve_namespace(identity: Identity | None) -> str | None:
     settings = _settings()
-    template = settings.namespace_template if settings is not None else None
+    template: str | None = settings.namespace_template if settings is not None else None
     if not template or identity is None:
         return None
     return template.replace("{subject}", identity.subject)

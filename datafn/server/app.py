@@ -330,7 +330,7 @@ class DatafnServer:
             payload = self._parse(await self._read_body(request))
         if not self._opened:
             await self.open()
-        headers = {}
+        headers: dict[str, str] = {}
         for name, value in request.headers.items():
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         identity, namespace = await self.authenticate(headers, action)

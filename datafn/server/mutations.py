@@ -10,7 +10,7 @@ here means that memory, SQLite and PostgreSQL cannot disagree on them:
   (defaults filled in); ``replace`` is a full upsert; ``delete`` of a missing record succeeds
   and records nothing;
 - an ``if`` guard must match the stored record field by field (an absent field counts as
-  ``null``), else ``CONFLICT`` at ``if``;
+  ``null``), else ``CONFLICT`` at ``if`` (the message names the field);
 - each effective change gets the next seq; the change log stores the full record for
   ``insert``/``replace``, the delta for ``merge`` and nothing for ``delete``;
 - a mutation id already in the idempotency records (or earlier in the same batch) is a
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datafn.schema import Schema, _json_equal
-from datafn.server.store import Change, MutationError, PendingMutation
+from datafn.server.store import Change, ChangeOp, MutationError, PendingMutation
 
 __all__ = [
     "APPLIED",
@@ -99,9 +99,7 @@ def _guard_error(
         return _conflict("the record does not exist, so the if guard cannot match", "if")
     for key, expected in guard.items():
         if not _json_equal(current.get(key), expected):
-            return _conflict(
-                f"the if guard does not match the stored value of {key!r}", f"if.{key}"
-            )
+            return _conflict(f"the if guard does not match the stored value of {key!r}", "if")
     return None
 
 
@@ -154,7 +152,7 @@ def plan_push(
 
 def _apply_one(
     schema: Schema, mutation: PendingMutation, current: dict[str, Any] | None
-) -> tuple[MutationError | None, tuple[str, dict[str, Any] | None] | None]:
+) -> tuple[MutationError | None, tuple[ChangeOp, dict[str, Any] | None] | None]:
     """The outcome of one mutation and the change it makes (op, data), if any."""
     if mutation.guard is not None:
         problem = _guard_error(mutation.guard, current)

@@ -80,7 +80,7 @@ async def test_if_guard(api: Api) -> None:
     assert ok["ok"]
     stale = await api.push(mutation("merge", "t1", {"title": "c"}, mid="m2", guard={"title": "a"}))
     assert stale["errors"][0]["code"] == "CONFLICT"
-    assert stale["errors"][0]["path"].startswith("if")
+    assert stale["errors"][0]["path"] == "if"
     assert stale["errors"][0]["retryable"] is False
     missing = await api.push(mutation("delete", "nope", mid="m3", guard={"title": "x"}))
     assert missing["errors"][0]["code"] == "CONFLICT" and missing["errors"][0]["path"] == "if"
