@@ -206,8 +206,8 @@ async def _demo(folder: Path, records: int, console: Console) -> None:
             console.print(f"pull: {pulled.changes} changes in {pulled.requests} request(s)")
             fresh = [await phone.table("todos").get(r["id"]) for r in written[:2]]
             _show(console, "phone, the laptop's new todos", [r for r in fresh if r])
-            first = await phone.table("todos").get("todo:000001")
-            console.print(f"phone sees todo:000001 done = {first and first['done']}")
+            one = await phone.table("todos").get("todo:000001")
+            console.print(f"phone sees todo:000001 done = {one and one['done']}")
 
             say("A guarded write that conflicts")
             target = written[0]["id"]

@@ -164,8 +164,8 @@ class MemoryClientStore(ClientStore):
         for resource, cursor in page.cursors.items():
             state = self._state(resource)
             state.cursor = max(state.cursor, cursor)
-        for resource, ids in touched.items():
-            self._rebase(resource, ids)
+        for resource, touched_ids in touched.items():
+            self._rebase(resource, touched_ids)
 
     async def advance_cursors(self, cursors: Mapping[str, int]) -> None:
         for resource, cursor in cursors.items():

@@ -39,6 +39,12 @@ __all__ = [
 ]
 
 
+def _reachable(engine: SyncEngine) -> bool:
+    """Worth trying: online, or offline with nobody probing for the way back (then the next
+    attempt is the probe)."""
+    return engine.online or "connectivity" not in engine.active_triggers
+
+
 class AfterWriteTrigger:
     """Push shortly after local writes; writes during the debounce join the same push."""
 
@@ -53,7 +59,7 @@ class AfterWriteTrigger:
         while True:
             await engine.local_writes.wait()
             await anyio.sleep(engine.config.push_debounce)
-            if engine.online:
+            if _reachable(engine):
                 await engine.quietly(engine.push)
 
 
@@ -71,7 +77,7 @@ class IntervalTrigger:
         engine.active_triggers.add("interval")
         while True:
             await anyio.sleep(interval)
-            if engine.online and await engine.store.pending_count():
+            if _reachable(engine) and await engine.store.pending_count():
                 await engine.quietly(engine.push)
 
 
@@ -127,7 +133,7 @@ class FocusTrigger:
         engine.active_triggers.add("focus")
         while True:
             await engine.app_signals.wait()
-            if engine.online:
+            if _reachable(engine):
                 await engine.quietly(engine.pull)
 
 

@@ -50,7 +50,8 @@ class BlockingTable:
         self._portal.call(lambda: self._table.delete(record_id, **kw))
 
     def get(self, record_id: str) -> dict[str, Any] | None:
-        return self._portal.call(self._table.get, record_id)
+        record: dict[str, Any] | None = self._portal.call(self._table.get, record_id)
+        return record
 
     def query(self, filters: Mapping[str, Any] | None = None, **kw: Any) -> list[dict[str, Any]]:
         return self._portal.call(lambda: self._table.query(filters, **kw))
@@ -108,10 +109,12 @@ class BlockingEvents:
         self._client = client
 
     def on(self, name: str, listener: Callable[[Event], Any]) -> Callable[[Event], Any]:
-        return self._portal.call(lambda: _sync(self._client.events.on, name, listener))
+        self._portal.call(lambda: _sync(self._client.events.on, name, listener))
+        return listener
 
     def once(self, name: str, listener: Callable[[Event], Any]) -> Callable[[Event], Any]:
-        return self._portal.call(lambda: _sync(self._client.events.once, name, listener))
+        self._portal.call(lambda: _sync(self._client.events.once, name, listener))
+        return listener
 
     def off(self, name: str, listener: Callable[[Event], Any] | None = None) -> None:
         self._portal.call(lambda: _sync(self._client.events.off, name, listener))

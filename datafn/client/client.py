@@ -62,7 +62,7 @@ class Table:
         body = dict(record)
         body.setdefault("id", self.spec.new_id())
         checked = self.spec.validate_record(body)
-        return await self._write("insert", checked["id"], checked, guard)
+        return _written(await self._write("insert", checked["id"], checked, guard))
 
     async def replace(
         self, record: Mapping[str, Any], *, guard: Mapping[str, Any] | None = None
@@ -71,7 +71,7 @@ class Table:
         body = dict(record)
         body.setdefault("id", self.spec.new_id())
         checked = self.spec.validate_record(body)
-        return await self._write("replace", checked["id"], checked, guard)
+        return _written(await self._write("replace", checked["id"], checked, guard))
 
     async def merge(
         self, record: Mapping[str, Any], *, guard: Mapping[str, Any] | None = None
@@ -84,7 +84,7 @@ class Table:
         delta = self.spec.validate_record(dict(record), partial=True)
         current = await self._client.store.get(self.name, delta["id"]) or {"id": delta["id"]}
         self.spec.validate_record({**current, **delta})
-        return await self._write("merge", delta["id"], delta, guard)
+        return _written(await self._write("merge", delta["id"], delta, guard))
 
     async def delete(self, record_id: str, *, guard: Mapping[str, Any] | None = None) -> None:
         """Delete the record (deleting a missing record is not an error)."""
@@ -129,7 +129,7 @@ class Table:
         record_id: str,
         record: dict[str, Any] | None,
         guard: Mapping[str, Any] | None,
-    ) -> Any:
+    ) -> dict[str, Any] | None:
         if guard is not None:
             check_json_value(dict(guard), path="if")
         write = LocalWrite(
@@ -152,6 +152,11 @@ class Table:
         )
         client.sync.notify_write()
         return after
+
+
+def _written(record: dict[str, Any] | None) -> dict[str, Any]:
+    assert record is not None  # only a delete leaves no record
+    return record
 
 
 class Client:

@@ -164,7 +164,7 @@ class ClientStoreConformance:
         assert await store.count("notes") == 5
 
     async def test_queries_agree_with_the_reference_semantics(self, store: ClientStore) -> None:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for i in range(12):
             record: dict[str, Any] = {
                 "title": f"task {i % 5}",
@@ -173,6 +173,7 @@ class ClientStoreConformance:
                 "tags": ["even"] if i % 2 == 0 else ["odd"],
             }
             after, _ = await store.write(_write("todos", "insert", f"t{i:02}", record))
+            assert after is not None
             rows.append(after)
         queries = [
             Query(),

@@ -496,8 +496,8 @@ class SqliteClientStore(ClientStore):
                 state = states[resource]
                 state.cursor = max(state.cursor, cursor)
                 self._save_state(db, state)
-            for resource, ids in touched.items():
-                self._rebase(db, resource, ids)
+            for resource, touched_ids in touched.items():
+                self._rebase(db, resource, touched_ids)
 
         await self._run(run, write=True)
 
