@@ -55,13 +55,37 @@ def server() -> FakeServer:
     return FakeServer()
 
 
+def _sqlite_available() -> bool:
+    try:
+        import datafn_sqlmodel.client  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param(
+            "sqlite",
+            marks=pytest.mark.skipif(
+                not _sqlite_available(), reason="datafn-sqlmodel is not installed"
+            ),
+        ),
+    ]
+)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every client test runs on the memory store and on the SQLite store."""
+    return "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/client.db"
+
+
 @pytest.fixture
-def make_client(server: FakeServer) -> Callable[..., Client]:
-    """``make_client(**kwargs)``: a memory-store client wired to the fake server."""
+def make_client(server: FakeServer, store_url: str) -> Callable[..., Client]:
+    """``make_client(**kwargs)``: a client on ``store_url`` wired to the fake server."""
 
     def make(**kwargs: Any) -> Client:
         kwargs.setdefault("schema", SCHEMA)
-        kwargs.setdefault("store", "memory://")
+        kwargs.setdefault("store", store_url)
         kwargs.setdefault("client_id", "client-a")
         fake = kwargs.pop("fake", server)
         if "transport" not in kwargs:

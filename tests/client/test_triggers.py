@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import anyio
@@ -14,9 +15,14 @@ from tests.client.fake_server import FakeServer, unreachable
 
 
 async def wait_for(predicate: Callable[[], object], limit: float = 5.0) -> None:
-    """Poll ``predicate`` until it holds (the state lives in other tasks; no event to await)."""
+    """Poll ``predicate`` (plain or async) until it holds (the state lives in other tasks)."""
     with anyio.fail_after(limit):
-        while not predicate():  # noqa: ASYNC110
+        while True:
+            outcome = predicate()
+            if inspect.isawaitable(outcome):
+                outcome = await outcome
+            if outcome:
+                return
             await anyio.sleep(0.01)
 
 
@@ -85,7 +91,7 @@ async def test_focus_signal_pulls(make_client: Callable[..., Client], server: Fa
         server.write("todos", "insert", "s1", {"title": "from elsewhere"})
         await client.sync.notify("focus")
         await wait_for(lambda: count(server, "pull") >= 2)
-        await wait_for(lambda: client.store._records.get("todos", {}).get("s1"))  # type: ignore[attr-defined]
+        await wait_for(lambda: client.table("todos").get("s1"))
         with pytest.raises(ValueError):
             await client.sync.notify("blur")
 
@@ -103,7 +109,7 @@ async def test_post_push_trigger_pulls_foreign_changes(
         report = await client.sync.push()
         assert report.foreign_changes
         await wait_for(lambda: count(server, "pull") > pulls)
-        await wait_for(lambda: client.store._records.get("notes", {}).get("n1"))  # type: ignore[attr-defined]
+        await wait_for(lambda: client.table("notes").get("n1"))
 
 
 async def test_announced_cursor_pulls_only_when_ahead(client: Client, server: FakeServer) -> None:
