@@ -12,6 +12,10 @@ client run in a fresh child process of its own, so that peak RSS is the client's
   entry, event) as p50/p99;
 * push: mutations/s of pushing those offline writes.
 
+The client processes load the built-in plugins and ``sqlmodel-client`` only
+(``DATAFN_PLUGINS=sqlmodel-client``): policy and observer plugins installed in a development
+environment (audit, guard, the examples) would otherwise run on every request.
+
 Figures only; nothing here asserts a speed.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -60,7 +65,7 @@ def peak_rss_mb() -> float:
 async def child_clone(remote: str, store: str) -> dict[str, Any]:
     from datafn import Client
 
-    async with Client(schema=SCHEMA, remote=remote, store=store, use_env=False) as client:
+    async with Client(schema=SCHEMA, remote=remote, store=store) as client:
         started = time.perf_counter()
         report = await client.sync.clone()
         seconds = time.perf_counter() - started
@@ -71,9 +76,7 @@ async def child_clone(remote: str, store: str) -> dict[str, Any]:
 async def child_push(remote: str, store: str, writes: int) -> dict[str, Any]:
     from datafn import Client
 
-    async with Client(
-        schema=SCHEMA, remote=remote, store=store, use_env=False, push_batch_size=500
-    ) as client:
+    async with Client(schema=SCHEMA, remote=remote, store=store, push_batch_size=500) as client:
         await client.sync.clone()
         items = client.table("items")
         latencies = []
@@ -95,8 +98,14 @@ async def child_push(remote: str, store: str, writes: int) -> dict[str, Any]:
 
 
 def run_child(*args: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFN_")}
+    env["DATAFN_PLUGINS"] = "sqlmodel-client"
     out = subprocess.run(
-        [sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True
+        [sys.executable, __file__, "--child", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
