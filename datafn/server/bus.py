@@ -61,37 +61,37 @@ class Subscription:
 
 
 class NotificationBus(abc.ABC):
-    """Base class of notification buses (``factory(url, config)`` builds one)."""
+    """Base class of notification buses (``factory(url, config)`` builds one).
+
+    It keeps this process's subscriptions: a bus implements :meth:`publish` (and, for several
+    processes, delivers what other processes publish by calling :meth:`deliver`).
+    """
+
+    def __init__(self) -> None:
+        self._subscriptions: set[Subscription] = set()
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect (called once when the server starts)."""
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
+    async def aclose(self) -> None:
         """Disconnect and end every subscription."""
+        for subscription in list(self._subscriptions):
+            subscription.close()
+        self._subscriptions.clear()
 
     @abc.abstractmethod
     async def publish(self, namespace: str, seq: int) -> None:
         """Announce that ``namespace`` has committed changes up to ``seq``."""
 
-    @abc.abstractmethod
-    def subscribe(self, namespace: str | None = None) -> Any:
-        """An async context manager yielding a :class:`Subscription` to one namespace, or to
-        all when ``namespace`` is None."""
-
-
-class MemoryNotificationBus(NotificationBus):
-    """The in-process bus: publish hands the seq to every local subscriber at once."""
-
-    def __init__(self, url: str = "memory://", config: Any = None) -> None:
-        self.url = url
-        self._subscriptions: set[Subscription] = set()
-
-    async def publish(self, namespace: str, seq: int) -> None:
+    def deliver(self, namespace: str, seq: int) -> None:
+        """Hand a notification to this process's subscribers (never blocks)."""
         for subscription in list(self._subscriptions):
             subscription.offer(namespace, seq)
 
     @asynccontextmanager
     async def subscribe(self, namespace: str | None = None) -> AsyncIterator[Subscription]:
+        """An async context manager yielding a :class:`Subscription` to one namespace, or to
+        all when ``namespace`` is None."""
         subscription = Subscription(namespace)
         self._subscriptions.add(subscription)
         try:
@@ -100,7 +100,13 @@ class MemoryNotificationBus(NotificationBus):
             self._subscriptions.discard(subscription)
             subscription.close()
 
-    async def aclose(self) -> None:
-        for subscription in list(self._subscriptions):
-            subscription.close()
-        self._subscriptions.clear()
+
+class MemoryNotificationBus(NotificationBus):
+    """The in-process bus: publish hands the seq to every local subscriber at once."""
+
+    def __init__(self, url: str = "memory://", config: Any = None) -> None:
+        super().__init__()
+        self.url = url
+
+    async def publish(self, namespace: str, seq: int) -> None:
+        self.deliver(namespace, seq)

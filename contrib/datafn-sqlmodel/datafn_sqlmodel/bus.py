@@ -19,15 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import psycopg
 
 from datafn.plugin import hookimpl
-from datafn.server.bus import NotificationBus, Subscription
+from datafn.server.bus import NotificationBus
 
 __all__ = ["CHANNEL", "PostgresNotificationBus"]
 
@@ -46,11 +44,11 @@ class PostgresNotificationBus(NotificationBus):
     """LISTEN/NOTIFY on ``datafn_cursor``; ``factory(name_or_url, config)``."""
 
     def __init__(self, url: str, config: Any = None, *, channel: str = CHANNEL) -> None:
+        super().__init__()
         if "://" not in url:  # "postgresql": share the server's database
             url = config.server.database if config is not None else url
         self.dsn = _dsn(url)
         self.channel = channel
-        self._subscriptions: set[Subscription] = set()
         self._latest: dict[str, int] = {}
         self._publisher: psycopg.AsyncConnection[Any] | None = None
         self._publish_lock = anyio.Lock()
@@ -68,9 +66,7 @@ class PostgresNotificationBus(NotificationBus):
             await self._listening.wait()
 
     async def aclose(self) -> None:
-        for subscription in list(self._subscriptions):
-            subscription.close()
-        self._subscriptions.clear()
+        await super().aclose()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -90,23 +86,12 @@ class PostgresNotificationBus(NotificationBus):
                 self._publisher = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
             await self._publisher.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
 
-    @asynccontextmanager
-    async def subscribe(self, namespace: str | None = None) -> AsyncIterator[Subscription]:
-        subscription = Subscription(namespace)
-        self._subscriptions.add(subscription)
-        try:
-            yield subscription
-        finally:
-            self._subscriptions.discard(subscription)
-            subscription.close()
-
     def _offer(self, namespace: str, seq: int) -> None:
         if seq > self._latest.get(namespace, -1):
             self._latest[namespace] = seq
             if len(self._latest) > 100_000:  # bounded under namespace churn
                 self._latest.clear()
-        for subscription in list(self._subscriptions):
-            subscription.offer(namespace, seq)
+        self.deliver(namespace, seq)
 
     async def _listen_forever(self) -> None:
         delay = 0.1
