@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -28,6 +25,8 @@ from typing import Any
 
 import httpx
 import orjson
+
+from datafn.testing.process import ServerProcess
 
 SCHEMA = {
     "resources": [
@@ -46,39 +45,13 @@ POSTGRES_URL = os.environ.get(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def server(database: str, workdir: Path) -> Iterator[str]:
     schema = workdir / "schema.json"
     schema.write_bytes(orjson.dumps(SCHEMA))
     (workdir / "pyproject.toml").write_text('[tool.datafn]\nplugins = ["sqlmodel-server"]\n')
-    port = _free_port()
-    datafn = str(Path(sys.executable).with_name("datafn"))
-    cmd = [datafn, "serve", "--schema", str(schema), "--database", database, "--port", str(port)]
-    cmd += ["--log-level", "warning"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFN_")}
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env)
-    base = f"http://127.0.0.1:{port}/datafn"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/status").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("datafn serve did not start")
-            time.sleep(0.05)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with ServerProcess(schema, database=database, cwd=workdir) as proc:
+        yield proc.remote
 
 
 class Driver:

@@ -4,14 +4,10 @@ exactly the server's records."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import random
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +16,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+
+from datafn.testing.process import ServerProcess
 
 SCHEMA = {
     "resources": [
@@ -37,50 +35,18 @@ BATCH = 20
 PULLERS = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def servers(tmp_path: Path, database: str, count: int) -> Iterator[list[str]]:
     schema = tmp_path / "schema.json"
     schema.write_bytes(orjson.dumps(SCHEMA))
     # only the built-in plugins and the SQL stores: no third-party policy interferes
     (tmp_path / "pyproject.toml").write_text('[tool.datafn]\nplugins = ["sqlmodel-server"]\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFN_")}
-    datafn = str(Path(sys.executable).with_name("datafn"))
-    procs = []
-    bases = []
-    try:
-        for _ in range(count):
-            port = _free_port()
-            cmd = [datafn, "serve", "--schema", str(schema), "--database", database]
-            cmd += ["--port", str(port), "--log-level", "warning"]
-            procs.append(subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL))
-            bases.append(f"http://127.0.0.1:{port}/datafn")
-        deadline = time.monotonic() + 30
-        for proc, base in zip(procs, bases, strict=True):
-            while True:
-                try:
-                    if httpx.get(f"{base}/status").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None, "a server process died while starting"
-                assert time.monotonic() < deadline, "servers did not start"
-                time.sleep(0.05)
-        yield bases
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with contextlib.ExitStack() as stack:
+        procs = [
+            stack.enter_context(ServerProcess(schema, database=database, cwd=tmp_path))
+            for _ in range(count)
+        ]
+        yield [proc.remote for proc in procs]
 
 
 def _ok(response: httpx.Response) -> Any:
