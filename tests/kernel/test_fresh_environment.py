@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import venv
 from pathlib import Path
 
 import pytest
+
+from datafn.testing.environment import create_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,20 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def fresh_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("fresh-venv")
-    venv.create(folder, with_pip=True)
-    python = folder / "bin" / "python"
-    subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            str(ROOT),
-            str(ROOT / "plugins" / "datafn-plugin-template"),
-        ],
-        check=True,
-        timeout=600,
+    create_environment(
+        folder,
+        [ROOT, ROOT / "plugins" / "datafn-plugin-template", "pytest>=8", "pytest-asyncio>=0.24"],
     )
     return folder
 
@@ -65,11 +55,6 @@ def test_template_tests_pass_when_installed_alone(fresh_env: Path, tmp_path: Pat
     copy = tmp_path / "my-plugin"
     shutil.copytree(ROOT / "plugins" / "datafn-plugin-template", copy)
     python = fresh_env / "bin" / "python"
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "pytest", "pytest-asyncio"],
-        check=True,
-        timeout=600,
-    )
     result = subprocess.run(
         [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
         cwd=copy,

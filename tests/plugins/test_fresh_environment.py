@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import venv
 from pathlib import Path
 
 import pytest
+
+from datafn.testing.environment import create_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -21,28 +22,17 @@ HERE = Path(__file__).resolve().parent
 
 @pytest.fixture(scope="module")
 def fresh_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("plugins-venv")
-    venv.create(folder, with_pip=True)
-    python = folder / "bin" / "python"
-    subprocess.run(
+    return create_environment(
+        tmp_path_factory.mktemp("plugins-venv"),
         [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            str(ROOT),
-            str(ROOT / "contrib" / "datafn-guard"),
-            str(ROOT / "contrib" / "datafn-audit"),
-            str(ROOT / "plugins" / "datafn-plugin-template"),
+            ROOT,
+            ROOT / "contrib" / "datafn-guard",
+            ROOT / "contrib" / "datafn-audit",
+            ROOT / "plugins" / "datafn-plugin-template",
             "pytest>=8",
             "pytest-asyncio>=0.24",
         ],
-        check=True,
-        timeout=600,
     )
-    return python
 
 
 @pytest.mark.slow
