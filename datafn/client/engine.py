@@ -136,6 +136,8 @@ class SyncEngine:
         #: Application signals (``focus``, ``visibility``) for the focus trigger.
         self.app_signals = Signal()
         self.last_app_signal: str | None = None
+        #: Set when a real-time channel announced a cursor above ours (pulled in the background).
+        self.announced = Signal()
         #: Trigger names that are running (set by the triggers themselves).
         self.active_triggers: set[str] = set()
         self._lock = anyio.Lock()
@@ -195,7 +197,15 @@ class SyncEngine:
                 tg.start_soon(trigger.run, name=f"datafn trigger {name}")
             if channel is not None:
                 tg.start_soon(channel.run, name="datafn realtime channel")
+            tg.start_soon(self._pull_when_announced, name="datafn announced cursors")
             await anyio.sleep_forever()
+
+    async def _pull_when_announced(self) -> None:
+        # An announcement that arrives during a pull sets the signal again: one more pull.
+        self.active_triggers.add("announced")
+        while True:
+            await self.announced.wait()
+            await self.quietly(self.pull)
 
     def _realtime_channel(self) -> Any:
         """The real-time channel when ``sync.ws`` is on: it calls :meth:`cursor_announced`."""
@@ -330,12 +340,17 @@ class SyncEngine:
     async def cursor_announced(self, cursor: int | str) -> bool:
         """The seam for real-time channels: the server announced cursor ``n``.
 
-        Pulls when ``n`` is above the global cursor; returns whether it pulled.
+        When ``n`` is above the global cursor a pull follows — in the background while the engine
+        runs (announcements during a pull cause one more pull, none is lost), at once otherwise.
+        Returns whether a pull was asked for.
         """
         n = int(cursor)
         if n <= await self.global_cursor():
             return False
-        await self.quietly(self.pull)
+        if "announced" in self.active_triggers:
+            self.announced.set()
+        else:
+            await self.quietly(self.pull)
         return True
 
     def notify_write(self) -> None:

@@ -38,7 +38,11 @@ async def test_start_runs_the_lifecycle_then_pushes_after_writes(
         await client.sync.start()
         await wait_for(lambda: count(server, "pull") >= 1)
         assert await client.table("todos").get("s1") is not None
-        assert (await client.sync.status()).state == "idle"
+
+        async def idle() -> bool:
+            return (await client.sync.status()).state == "idle"
+
+        await wait_for(idle)  # the initial round is over
         for i in range(3):
             await client.table("todos").insert({"id": f"t{i}", "title": "x"})
         await wait_for(lambda: len(server.table("todos")) == 4)
@@ -119,6 +123,18 @@ async def test_announced_cursor_pulls_only_when_ahead(client: Client, server: Fa
     server.write("todos", "insert", "s1", {"title": "x"})
     assert await client.sync.cursor_announced(str(server.seq))
     assert await client.table("todos").get("s1") is not None
+
+
+async def test_announced_cursors_pull_in_the_background_while_started(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    async with hosted(make_client(triggers=[])) as client:
+        await client.sync.start()
+        await wait_for(lambda: "announced" in client.sync.active_triggers)
+        await wait_for(lambda: count(server, "pull") >= 1)
+        server.write("todos", "insert", "s1", {"title": "x"})
+        assert await client.sync.cursor_announced(server.seq)
+        await wait_for(lambda: client.table("todos").get("s1"))
 
 
 def test_blocking_client(server: FakeServer) -> None:
