@@ -63,7 +63,9 @@ async def test_interval_trigger_pushes_pending_changes(
 async def test_connectivity_goes_offline_and_catches_up_on_return(
     make_client: Callable[..., Client], server: FakeServer
 ) -> None:
-    async with hosted(make_client(triggers=["connectivity", "after_write"])) as client:
+    async with hosted(
+        make_client(triggers=["connectivity", "after_write"], retry_base_delay=0.01)
+    ) as client:
         seen: list[Event] = []
         client.events.on("connectivity_changed", seen.append)
         client.sync.random = lambda: 0.0
