@@ -223,9 +223,7 @@ async def _clone_resource(engine: SyncEngine, resource: str, report: CloneReport
 
 
 @hookimpl(trylast=True)
-async def datafn_sync_clone(engine: SyncEngine, resources: list[str]) -> CloneReport | None:
-    if not isinstance(engine, SyncEngine):
-        return None
+async def datafn_sync_clone(engine: SyncEngine, resources: list[str]) -> CloneReport:
     report = CloneReport()
     if not resources:
         return report
@@ -243,9 +241,7 @@ async def datafn_sync_clone(engine: SyncEngine, resources: list[str]) -> CloneRe
 
 
 @hookimpl(trylast=True)
-async def datafn_sync_pull(engine: SyncEngine, resources: list[str]) -> PullReport | None:
-    if not isinstance(engine, SyncEngine):
-        return None
+async def datafn_sync_pull(engine: SyncEngine, resources: list[str]) -> PullReport:
     report = PullReport()
     states = await engine.store.states(resources)
     cursors = {r: s.cursor for r, s in states.items() if s.hydration == "ready"}
@@ -387,9 +383,7 @@ async def _push_batch(engine: SyncEngine, report: PushReport) -> bool:
 
 
 @hookimpl(trylast=True)
-async def datafn_sync_push(engine: SyncEngine) -> PushReport | None:
-    if not isinstance(engine, SyncEngine):
-        return None
+async def datafn_sync_push(engine: SyncEngine) -> PushReport:
     report = PushReport()
     while await engine.retrying("push", lambda: _push_batch(engine, report)):
         pass
@@ -474,9 +468,7 @@ async def _clone_up_resource(engine: SyncEngine, resource: str, report: CloneUpR
 
 
 @hookimpl(trylast=True)
-async def datafn_sync_clone_up(engine: SyncEngine, resources: list[str]) -> CloneUpReport | None:
-    if not isinstance(engine, SyncEngine):
-        return None
+async def datafn_sync_clone_up(engine: SyncEngine, resources: list[str]) -> CloneUpReport:
     report = CloneUpReport()
     for resource in resources:
         await _clone_up_resource(engine, resource, report)
@@ -493,9 +485,7 @@ async def datafn_sync_clone_up(engine: SyncEngine, resources: list[str]) -> Clon
 
 
 @hookimpl(trylast=True)
-async def datafn_sync_reconcile(engine: SyncEngine, resources: list[str]) -> ReconcileReport | None:
-    if not isinstance(engine, SyncEngine):
-        return None
+async def datafn_sync_reconcile(engine: SyncEngine, resources: list[str]) -> ReconcileReport:
     report = ReconcileReport()
     if await engine.store.pending_count():
         await engine.push_unlocked()
@@ -519,18 +509,12 @@ async def datafn_sync_reconcile(engine: SyncEngine, resources: list[str]) -> Rec
 
 
 @hookimpl(trylast=True)
-async def datafn_sync_seed(
-    engine: SyncEngine, data: dict[str, list[dict[str, Any]]]
-) -> SeedResult | None:
-    if not isinstance(engine, SyncEngine):
-        return None
+async def datafn_sync_seed(engine: SyncEngine, data: dict[str, list[dict[str, Any]]]) -> SeedResult:
     return await engine.request("seed", "seed", {"data": data}, SeedResult, resources=list(data))
 
 
 @hookimpl(trylast=True)
-async def datafn_sync_loop(engine: SyncEngine) -> bool | None:
-    if not isinstance(engine, SyncEngine):
-        return None
+async def datafn_sync_loop(engine: SyncEngine) -> bool:
     await engine.quietly(engine.sync_all)
     await engine.run_triggers()
     return True
