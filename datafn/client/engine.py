@@ -16,7 +16,6 @@ takes longer; each request is bounded by ``sync.request-timeout`` instead.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import random
 import time
@@ -452,19 +451,15 @@ class SyncEngine:
         return result
 
     async def call_phase_hook(self, name: str, **kwargs: Any) -> Any:
-        """First-result call of a phase hook, without the hook timeout; errors propagate as
-        they are (a ``Conflict`` stays a ``Conflict``)."""
-        for impl, plugin in self.runtime.plugins.caller.implementations(name):
-            try:
-                args = [kwargs[a] for a in impl.argnames]
-            except KeyError as exc:
-                raise PluginError(f"{name} in plugin {plugin!r} asks for {exc}") from None
-            value = impl.function(*args)
-            if inspect.isawaitable(value):
-                value = await value
-            if value is not None:
-                return value
-        raise PluginError(f"no plugin implements {name}")
+        """First-result call of a phase hook through the kernel's caller: unbounded by the
+        hook timeout (each request has its own), datafn errors propagate as they are (a
+        ``Conflict`` stays a ``Conflict``); anything else names the plugin."""
+        result = await self.runtime.plugins.caller.call(
+            name, per_call_limit=None, passthrough=(DatafnError,), **kwargs
+        )
+        if result is None:
+            raise PluginError(f"no plugin implements {name}")
+        return result
 
     # -- internals -----------------------------------------------------------------------------
 

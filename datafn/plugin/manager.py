@@ -282,6 +282,13 @@ class PluginManager:
         return self._registries[kind]
 
 
+class _Default:
+    """Marks "use the caller's hook-timeout" (None already means "unbounded")."""
+
+
+_DEFAULT = _Default()
+
+
 class AsyncHookCaller:
     """Awaits hook implementations one by one in pluggy's order (tryfirst … trylast)."""
 
@@ -295,36 +302,62 @@ class AsyncHookCaller:
         impls = [i for i in hook_caller.get_hookimpls() if not (i.hookwrapper or i.wrapper)]
         return [(impl, impl.plugin_name) for impl in reversed(impls)]
 
-    async def call_one(self, name: str, impl: Any, kwargs: dict[str, Any]) -> Any:
-        """Call one implementation, awaiting it under the timeout; failures name the plugin."""
+    async def call_one(
+        self,
+        name: str,
+        impl: Any,
+        kwargs: dict[str, Any],
+        *,
+        per_call_limit: float | _Default | None = _DEFAULT,
+        passthrough: tuple[type[BaseException], ...] = (),
+    ) -> Any:
+        """Call one implementation, awaiting it under the timeout; failures name the plugin.
+
+        :param per_call_limit: seconds (default: ``hook-timeout``; None: unbounded).
+        :param passthrough: exception types raised as they are instead of being wrapped in
+            :class:`~datafn.errors.HookFailed` (a phase lets a server ``Conflict`` through).
+        """
+        limit = self.timeout if isinstance(per_call_limit, _Default) else per_call_limit
         try:
             args = [kwargs[a] for a in impl.argnames]
         except KeyError as exc:
             raise HookFailed(name, impl.plugin_name, f"hook called without {exc}") from None
         try:
-            with anyio.fail_after(self.timeout):
+            with anyio.move_on_after(limit) as scope:
                 value = impl.function(*args)
                 if inspect.isawaitable(value):
                     value = await value
-        except TimeoutError:
-            raise HookFailed(name, impl.plugin_name, f"timed out after {self.timeout} s") from None
+        except passthrough:
+            raise
         except HookFailed:
             raise
         except Exception as exc:
             raise HookFailed(name, impl.plugin_name, exc) from exc
+        if scope.cancelled_caught:
+            raise HookFailed(name, impl.plugin_name, f"timed out after {limit} s")
         return value
 
-    async def call(self, name: str, **kwargs: Any) -> Any:
+    async def call(
+        self,
+        name: str,
+        *,
+        per_call_limit: float | _Default | None = _DEFAULT,
+        passthrough: tuple[type[BaseException], ...] = (),
+        **kwargs: Any,
+    ) -> Any:
         """Call every implementation (propagating failures).
 
         For a firstresult hook, return the first non-None result after awaiting it; otherwise
-        return the list of non-None results.
+        return the list of non-None results. ``per_call_limit`` and ``passthrough`` as for
+        :meth:`call_one`.
         """
         hook_caller = getattr(self._pm.hook, name)
         firstresult = bool(hook_caller.spec and hook_caller.spec.opts.get("firstresult"))
         results = []
         for impl, _plugin in self.implementations(name):
-            value = await self.call_one(name, impl, kwargs)
+            value = await self.call_one(
+                name, impl, kwargs, per_call_limit=per_call_limit, passthrough=passthrough
+            )
             if value is not None:
                 if firstresult:
                     return value

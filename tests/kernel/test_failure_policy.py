@@ -176,3 +176,47 @@ async def test_non_firstresult_hooks_collect_every_answer() -> None:
     pm = manager(("allow", Allow()), ("deny", Deny()))
     kwargs = {"context": None, "payload": {}}
     assert await pm.caller.call("datafn_authorize", action="seed", **kwargs) == [False, True]
+
+
+async def test_passthrough_errors_propagate_as_they_are_and_others_name_the_plugin() -> None:
+    from datafn import Conflict
+
+    class Phase:
+        def __init__(self) -> None:
+            self.error: Exception = Conflict("stale", path="if")
+
+        @hookimpl
+        async def datafn_sync_push(self) -> None:
+            raise self.error
+
+    phase = Phase()
+    pm = manager(("phase", phase))
+    with pytest.raises(Conflict):
+        await pm.caller.call("datafn_sync_push", engine=None, passthrough=(Conflict,))
+    phase.error = ValueError("bug")
+    with pytest.raises(HookFailed, match="'phase'"):
+        await pm.caller.call("datafn_sync_push", engine=None, passthrough=(Conflict,))
+
+
+async def test_an_unbounded_call_outlives_the_hook_timeout() -> None:
+    class Slow:
+        @hookimpl
+        async def datafn_sync_clone(self) -> str:
+            await anyio.sleep(0.1)
+            return "cloned"
+
+    class Raises:
+        @hookimpl(tryfirst=True)
+        async def datafn_sync_pull(self) -> None:
+            raise TimeoutError("a request of the phase timed out")
+
+    pm = manager(("slow", Slow()), ("raises", Raises()), timeout=0.01)
+    with pytest.raises(HookFailed, match=r"timed out after 0\.01 s"):
+        await pm.caller.call("datafn_sync_clone", engine=None, resources=[])
+    result = await pm.caller.call(
+        "datafn_sync_clone", engine=None, resources=[], per_call_limit=None
+    )
+    assert result == "cloned"
+    # a TimeoutError raised by the implementation itself is its own error, not a hook timeout
+    with pytest.raises(HookFailed, match="TimeoutError: a request of the phase timed out"):
+        await pm.caller.call("datafn_sync_pull", engine=None, resources=[], per_call_limit=None)
