@@ -13,8 +13,9 @@ client run in a fresh child process of its own, so that peak RSS is the client's
 * push: mutations/s of pushing those offline writes.
 
 The client processes load the built-in plugins and ``sqlmodel-client`` only
-(``DATAFN_PLUGINS=sqlmodel-client``): policy and observer plugins installed in a development
-environment (audit, guard, the examples) would otherwise run on every request.
+(``DATAFN_PLUGINS=sqlmodel-client``), the server the built-ins and ``sqlmodel-server``: policy
+and observer plugins installed in a development environment (audit, guard, the examples) would
+otherwise run on every request.
 
 Figures only; nothing here asserts a speed.
 """
@@ -34,6 +35,9 @@ from typing import Any
 
 import anyio
 import httpx
+
+#: the server runs the built-in plugins and the SQL stores only (see the module docstring)
+SERVER_ENV = {"DATAFN_PLUGINS": "sqlmodel-server"}
 
 SCHEMA: dict[str, Any] = {
     "resources": [
@@ -163,7 +167,7 @@ def main() -> None:
         schema = folder / "schema.json"
         schema.write_text(json.dumps(SCHEMA))
         with ServerProcess(
-            schema, database=f"sqlite:///{folder / 'server.db'}", cwd=folder
+            schema, database=f"sqlite:///{folder / 'server.db'}", cwd=folder, env=SERVER_ENV
         ) as server:
             print(f"server: {server.remote} (SQLite)")
             seeded = 0
@@ -184,7 +188,10 @@ def main() -> None:
         # push into an empty server, so the clone before the writes is trivial
         (folder / "push").mkdir()
         with ServerProcess(
-            schema, database=f"sqlite:///{folder / 'push' / 'server.db'}", cwd=folder / "push"
+            schema,
+            database=f"sqlite:///{folder / 'push' / 'server.db'}",
+            cwd=folder / "push",
+            env=SERVER_ENV,
         ) as server:
             store = f"sqlite:///{folder / 'push' / 'client.db'}"
             result = run_child("push", server.remote, store, str(args.push))
