@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
+import anyio.streams.text
 import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -53,7 +56,7 @@ def ms(values: list[float]) -> str:
 
 
 class Progress:
-    """Wakes the measuring loop whenever any client or socket heard something."""
+    """Wakes the measuring loop whenever a measured client heard something."""
 
     def __init__(self) -> None:
         self.event = anyio.Event()
@@ -69,38 +72,80 @@ class Progress:
 PROGRESS = Progress()
 
 
-class BareSocket:
-    """A socket that said hello and records when it heard each cursor."""
+def now() -> float:
+    """CLOCK_MONOTONIC: one clock for this process and the bare-socket child."""
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
 
-    def __init__(self, socket: ClientConnection) -> None:
-        self.socket = socket
-        self.latest = 0
-        self.changed_at = 0.0
 
-    async def listen(self) -> None:
-        async for raw in self.socket:
+async def bare_child(url: str, count: int) -> None:
+    """The child: ``count`` sockets say hello; prints ``reached <seq>`` whenever every socket
+    has heard a seq, and the arrival times per seq as JSON when stdin closes."""
+    latest = [0] * count
+    arrivals: dict[int, list[float]] = {}
+    reported = 0
+
+    async def listen(index: int, socket: ClientConnection) -> None:
+        nonlocal reported
+        async for raw in socket:
             message = json.loads(raw)
-            if message.get("type") == "cursor" and int(message["cursor"]) > self.latest:
-                self.latest = int(message["cursor"])
-                self.changed_at = time.perf_counter()
-                PROGRESS.poke()
+            if message.get("type") != "cursor" or int(message["cursor"]) <= latest[index]:
+                continue
+            seq, heard = int(message["cursor"]), now()
+            for missed in range(latest[index] + 1, seq + 1):  # coalesced: heard them all now
+                arrivals.setdefault(missed, []).append(heard)
+            latest[index] = seq
+            everyone = min(latest)
+            if everyone > reported:
+                reported = everyone
+                print(f"reached {everyone}", flush=True)
+
+    async with anyio.create_task_group() as tg:
+        sockets = []
+        for index in range(count):
+            socket = await connect(url, compression=None, proxy=None, open_timeout=30)
+            await socket.send(json.dumps({"type": "hello", "clientId": f"bare-{index}"}))
+            sockets.append(socket)
+            tg.start_soon(listen, index, socket)
+        print("ready", flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.read)
+        print(json.dumps(arrivals), flush=True)
+        for socket in sockets:
+            await socket.close()
+        tg.cancel_scope.cancel()
 
 
-async def open_bare(url: str, count: int, tg: anyio.abc.TaskGroup) -> list[BareSocket]:
-    sockets = []
-    for index in range(count):
-        socket = await connect(url, compression=None, proxy=None, open_timeout=30)
-        await socket.send(json.dumps({"type": "hello", "clientId": f"bare-{index}", "cursors": {}}))
-        bare = BareSocket(socket)
-        tg.start_soon(bare.listen)
-        sockets.append(bare)
-    return sockets
+class BareSockets:
+    """Drives the bare-socket child process from the measuring process."""
+
+    def __init__(self, process: anyio.abc.Process) -> None:
+        self.process = process
+        assert process.stdout is not None
+        self.lines = anyio.streams.text.TextReceiveStream(process.stdout)
+        self.buffer = ""
+        self.reached = 0
+
+    async def line(self) -> str:
+        while "\n" not in self.buffer:
+            self.buffer += await self.lines.receive()
+        line, self.buffer = self.buffer.split("\n", 1)
+        return line
+
+    async def until(self, seq: int) -> None:
+        while self.reached < seq:
+            self.reached = int((await self.line()).split()[1])
+
+    async def arrivals(self) -> dict[int, list[float]]:
+        assert self.process.stdin is not None
+        await self.process.stdin.aclose()
+        while True:
+            line = await self.line()
+            if line.startswith("{"):
+                return {int(k): v for k, v in json.loads(line).items()}
 
 
 def full_client(remote: str, name: str, ws: bool) -> Client:
-    return Client(
-        schema=SCHEMA, remote=remote, store="memory://", client_id=name, use_env=False, ws=ws
-    )
+    # use_env: DATAFN_PLUGINS, set by main(), keeps other installed plugins out
+    return Client(schema=SCHEMA, remote=remote, store="memory://", client_id=name, ws=ws)
 
 
 async def propagation(remote: str, sockets: int, writes: int) -> dict[str, Any]:
@@ -108,8 +153,8 @@ async def propagation(remote: str, sockets: int, writes: int) -> dict[str, Any]:
     full = min(5, sockets)
     end_to_end: list[float] = []
     fan_out: list[float] = []
+    started_at: dict[int, float] = {}
     async with (
-        anyio.create_task_group() as tg,
         full_client(remote, "writer", ws=False) as writer,
         contextlib.AsyncExitStack() as stack,
     ):
@@ -123,40 +168,44 @@ async def propagation(remote: str, sockets: int, writes: int) -> dict[str, Any]:
 
             async def record(event: Event, r: Client = reader, s: dict[str, float] = seen) -> None:
                 if event.context.phase == "pull":
-                    now = time.perf_counter()
+                    heard = now()
                     for row in await r.table("todos").query():
-                        s.setdefault(row["id"], now)
+                        s.setdefault(row["id"], heard)
                     PROGRESS.poke()
 
             reader.events.on("sync_applied", record)
             await reader.sync.start()
             with anyio.fail_after(30):
                 await connected.wait()
-        bare = await open_bare(url, sockets - full, tg)
+        bare: BareSockets | None = None
+        if sockets > full:
+            process = await anyio.open_process(
+                [sys.executable, __file__, "--bare", str(sockets - full), url]
+            )
+            await stack.enter_async_context(process)
+            bare = BareSockets(process)
+            with anyio.fail_after(120):
+                assert await bare.line() == "ready"
         try:
             for n in range(writes):
                 record_id = f"todos:{sockets}-{n}"
-                before = [b.latest for b in bare]
-                started = time.perf_counter()
+                started = now()
                 await writer.table("todos").insert({"id": record_id, "title": f"write {n}"})
-                await writer.sync.push()
-                with anyio.move_on_after(5):
-                    while not all(record_id in seen for seen in arrivals) or any(
-                        b.latest <= old for b, old in zip(bare, before, strict=True)
-                    ):
+                report = await writer.sync.push()
+                started_at[report.cursor] = started
+                with anyio.move_on_after(10):
+                    while not all(record_id in seen for seen in arrivals):
                         await PROGRESS.wait()
+                    if bare is not None:
+                        await bare.until(report.cursor)
                 end_to_end += [seen[record_id] - started for seen in arrivals if record_id in seen]
-                fan_out += [
-                    b.changed_at - started
-                    for b, old in zip(bare, before, strict=True)
-                    if b.latest > old
-                ]
+            if bare is not None:
+                heard = await bare.arrivals()
+                for seq, started in started_at.items():
+                    fan_out += [t - started for t in heard.get(seq, [])]
         finally:
             for reader in readers:
                 await reader.sync.stop()
-            for b in bare:
-                await b.socket.close()
-            tg.cancel_scope.cancel()
     return {"sockets": sockets, "end_to_end": end_to_end, "fan_out": fan_out}
 
 
@@ -164,15 +213,15 @@ async def idle_sockets(remote: str, pid: int, count: int) -> tuple[int, float]:
     url = remote.replace("http://", "ws://") + "/ws"
     server = psutil.Process(pid)
     before = server.memory_info().rss
-    async with anyio.create_task_group() as tg:
-        bare = await open_bare(url, count, tg)
-        await anyio.sleep(1.0)  # let the server settle before reading its RSS
+    async with await anyio.open_process(
+        [sys.executable, __file__, "--bare", str(count), url]
+    ) as process:
+        bare = BareSockets(process)
+        with anyio.fail_after(300):
+            assert await bare.line() == "ready"
         after = server.memory_info().rss
-        held = len(bare)
-        for b in bare:
-            await b.socket.close()
-        tg.cancel_scope.cancel()
-    return held, (after - before) / max(1, held) / 1024
+        await bare.arrivals()
+    return count, (after - before) / max(1, count) / 1024
 
 
 def main() -> None:
@@ -180,9 +229,15 @@ def main() -> None:
     parser.add_argument("--clients", default="1,100,1000", help="sockets per run, comma-separated")
     parser.add_argument("--writes", type=int, default=50, help="writes per run")
     parser.add_argument("--idle", type=int, default=5000, help="idle sockets to hold")
+    parser.add_argument("--bare", nargs=2, metavar=("COUNT", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 2 * args.idle + 1000)), hard))
+    if args.bare:
+        anyio.run(bare_child, args.bare[1], int(args.bare[0]))
+        return
+    # only the plugins under test: the SQL stores and the WebSocket channel and endpoint
+    os.environ["DATAFN_PLUGINS"] = "websockets"
 
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
@@ -197,7 +252,12 @@ def main() -> None:
         print(
             f"{'sockets':>8} | {'end to end p50/p95/p99 ms':>27} | {'fan-out p50/p95/p99 ms':>27}"
         )
-        with ServerProcess(schema, database=f"sqlite:///{tmp / 'rt.db'}", cwd=tmp) as server:
+        with ServerProcess(
+            schema,
+            database=f"sqlite:///{tmp / 'rt.db'}",
+            cwd=tmp,
+            env={"DATAFN_PLUGINS": "sqlmodel-server,websockets"},
+        ) as server:
             for n in (int(x) for x in args.clients.split(",")):
                 result = anyio.run(propagation, server.remote, n, args.writes)
                 fan = ms(result["fan_out"]) if result["fan_out"] else "(no bare sockets)".rjust(27)

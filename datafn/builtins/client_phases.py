@@ -356,6 +356,7 @@ async def _push_batch(engine: SyncEngine, report: PushReport) -> bool:
     resources = sorted({e.resource for e in entries})
     result = await engine.request("push", "push", payload, PushResult, resources=resources)
     report.batches += 1
+    report.cursor = max(report.cursor, int(result.cursor))
     rejected: list[RejectedMutation] = []
     done, stop = await _settle(engine, entries, result, rejected)
     await engine.store.acknowledge(done)

@@ -66,6 +66,8 @@ class PushReport:
     rejected: list[RejectedMutation] = field(default_factory=list)
     batches: int = 0
     foreign_changes: bool = False
+    #: the server's seq after this push's last batch (0 when nothing was sent)
+    cursor: int = 0
 
 
 @dataclass

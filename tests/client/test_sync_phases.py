@@ -184,6 +184,7 @@ async def test_push_sends_the_changelog_in_batches_in_order(
         await client.table("todos").delete("t0")
         report = await client.sync.push()
         assert (report.applied, report.batches) == (11, 3)
+        assert report.cursor == server.seq
         batches = [p["mutations"] for e, p in server.requests if e == "push"]
         assert [len(b) for b in batches] == [4, 4, 3]
         assert [m["id"] for b in batches for m in b][:3] == ["t0", "t1", "t2"]
