@@ -102,6 +102,10 @@ class SyncSettings(Section):
     realtime_channel: str = Field("websockets", description="real-time channel plugin name")
     ws_reconnect: WsReconnectSettings = WsReconnectSettings()
     triggers: list[str] | None = Field(None, description="trigger names; unset: all installed")
+    seed_file: str | None = Field(
+        None, description="JSON file of records per resource, seeded when the engine starts"
+    )
+    reconcile_on_start: bool = Field(True, description="reconcile counts when the engine starts")
 
 
 class LimitsSettings(Section):

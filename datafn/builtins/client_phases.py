@@ -516,6 +516,6 @@ async def datafn_sync_seed(engine: SyncEngine, data: dict[str, list[dict[str, An
 
 @hookimpl(trylast=True)
 async def datafn_sync_loop(engine: SyncEngine) -> bool:
-    await engine.quietly(engine.sync_all)
+    await engine.quietly(engine.start_lifecycle)
     await engine.run_triggers()
     return True

@@ -20,10 +20,12 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.abc
+import orjson
 
 from datafn.client.reports import CloneProgress, PushReport, SyncStatus
 from datafn.client.store import ClientStore
@@ -143,6 +145,7 @@ class SyncEngine:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._scope: anyio.CancelScope | None = None
         self._stopped: anyio.Event | None = None
+        self._seed_on_start: dict[str, list[dict[str, Any]]] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -161,6 +164,10 @@ class SyncEngine:
         if self._task_group is None:
             raise RuntimeError("the sync engine starts inside `async with Client(...)`")
         self._require_transport()
+        # a bad seed file is a configuration error for the caller, not a background failure
+        self._seed_on_start = (
+            self._seed_data(self.config.seed_file) if self.config.seed_file else None
+        )
         self._scope = anyio.CancelScope()
         self._stopped = anyio.Event()
         self._task_group.start_soon(self._run_loop, name="datafn sync loop")
@@ -289,6 +296,34 @@ class SyncEngine:
             await self.run_phase("clone", resources=unhydrated)
         await self.run_phase("pull", resources=self.resources)
         await self.push_unlocked()
+
+    async def start_lifecycle(self) -> None:
+        """What the engine does when it starts, in the documented order: seed (when
+        ``seed-file`` is set), then cloneUp of data created offline, clone, pull and push
+        (:meth:`sync_all`), then reconcile (unless ``reconcile-on-start`` is off)."""
+        if self._seed_on_start is not None:
+            await self.quietly(lambda: self.seed(self._seed_on_start or {}))
+        await self.quietly(self.sync_all)
+        if self.config.reconcile_on_start:
+            await self.quietly(self.reconcile)
+
+    def _seed_data(self, source: str) -> dict[str, list[dict[str, Any]]]:
+        path = Path(source)
+        if not path.is_absolute():
+            path = self.runtime.base_dir / path
+        key = "tool.datafn.sync.seed-file"
+        try:
+            data = orjson.loads(path.read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}", key=key) from None
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON: {exc}", key=key) from None
+        if not isinstance(data, dict) or not all(
+            isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
+            for rows in data.values()
+        ):
+            raise ConfigError(f"{path}: expected {{resource: [records…]}}", key=key)
+        return data
 
     async def push_unlocked(self) -> PushReport:
         report: PushReport = await self.run_phase("push", resources=self.resources)

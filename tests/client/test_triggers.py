@@ -159,3 +159,53 @@ def test_blocking_client(server: FakeServer) -> None:
         client.sync.notify("focus")
         client.sync.stop()
     assert seen == [record["id"]]
+
+
+async def test_start_seeds_syncs_and_reconciles_in_the_documented_order(
+    make_client: Callable[..., Client], server: FakeServer, tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    seed_file = Path(str(tmp_path)) / "seed.json"
+    seed_file.write_text('{"todos": [{"id": "seeded", "title": "from the seed file"}]}')
+    async with hosted(make_client(seed_file=str(seed_file))) as client:
+        await client.sync.start()
+        await wait_for(lambda: count(server, "reconcile") >= 2)  # clone totals, then the phase
+        await client.sync.stop()
+        order = [e for e, _ in server.requests if e in ("seed", "clone", "pull", "reconcile")]
+        # the clone asks for reconcile counts first (progress totals); drop that one
+        first = order.index("clone")
+        assert order[0] == "seed" and order.index("pull") > first
+        assert order[-1] == "reconcile" and order.count("reconcile") == 2
+        assert await client.table("todos").get("seeded") == {
+            "id": "seeded",
+            "title": "from the seed file",
+        }
+
+
+async def test_a_bad_seed_file_fails_start_with_the_key(
+    make_client: Callable[..., Client], tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    from datafn import ConfigError
+
+    missing = Path(str(tmp_path)) / "nope.json"
+    async with hosted(make_client(seed_file=str(missing))) as client:
+        with pytest.raises(ConfigError, match=r"^tool\.datafn\.sync\.seed-file: cannot read"):
+            await client.sync.start()
+
+
+async def test_reconcile_on_start_can_be_turned_off(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    async with hosted(make_client(reconcile_on_start=False)) as client:
+        await client.sync.start()
+
+        async def idle() -> bool:
+            return count(server, "pull") >= 1 and (await client.sync.status()).state == "idle"
+
+        await wait_for(idle)
+        await client.sync.stop()
+    # one reconcile request remains: the clone asking for its progress totals
+    assert count(server, "reconcile") == 1
