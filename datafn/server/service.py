@@ -275,11 +275,10 @@ class SyncService:
             table = request.page.table
             limit = min(request.page.limit, page_size)
             # The cursor is read before the records: a change the records miss is above it.
-            cursors = await store.latest_seq(namespace, [table])
-            rows = await store.clone_page(namespace, table, request.page.after_id, limit)
+            seq, rows = await store.clone_page_at(namespace, table, request.page.after_id, limit)
             return {
                 "data": {table: rows},
-                "cursors": {table: str(cursors[table])},
+                "cursors": {table: str(seq)},
                 "next": {table: rows[-1]["id"] if len(rows) >= limit else None},
             }
         if request.tables is None:

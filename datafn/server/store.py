@@ -175,6 +175,15 @@ class ServerStore(abc.ABC):
     async def latest_seq(self, namespace: str, resources: Sequence[str]) -> dict[str, int]:
         """The highest seq in the change log of each resource (0 when it has none)."""
 
+    async def clone_page_at(
+        self, namespace: str, resource: str, after_id: str | None, limit: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """``(latest seq of resource, clone page)``, the seq read no later than the records (a
+        change the page misses is above it). Stores override it to answer in one round trip;
+        this default makes the two calls in that order."""
+        seq = (await self.latest_seq(namespace, [resource]))[resource]
+        return seq, await self.clone_page(namespace, resource, after_id, limit)
+
     @abc.abstractmethod
     async def counts(self, namespace: str, resources: Sequence[str]) -> dict[str, int]:
         """How many records each resource holds."""

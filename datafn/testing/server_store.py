@@ -278,6 +278,22 @@ class ServerStoreSuite:
         assert await store.changes_since("ns", {"todos": 12}, 5) == []
         assert await store.changes_since("ns", {}, 5) == []
 
+    async def test_clone_page_at_agrees_with_latest_seq_and_clone_page(
+        self, store: ServerStore
+    ) -> None:
+        assert await store.clone_page_at("ns", "todos", None, 10) == (0, [])
+        await store.apply_push(
+            "ns", "c", [pending("insert", f"t{i}", {"title": str(i)}) for i in range(5)]
+        )
+        await store.apply_push(
+            "ns", "c", [pending("insert", "n1", {"body": "x"}, resource="notes")]
+        )
+        await store.apply_push("other", "c", [pending("insert", "t9", {"title": "elsewhere"})])
+        seq, page = await store.clone_page_at("ns", "todos", "t1", 2)
+        assert seq == (await store.latest_seq("ns", ["todos"]))["todos"] == 5
+        assert page == await store.clone_page("ns", "todos", "t1", 2)
+        assert [r["id"] for r in page] == ["t2", "t3"]
+
     async def test_clone_pages_in_code_point_order(self, store: ServerStore) -> None:
         ids = ["b", "a", "B", "a b", "a-b", "é", "z", "Z9", "日本", "😀", "a\tb", "0", "~"]
         await store.apply_push(

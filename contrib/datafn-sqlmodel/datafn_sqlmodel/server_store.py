@@ -491,25 +491,47 @@ class SqlServerStore(ServerStore):
         return await self._run(self._changes_since, namespace, cursors, limit)
 
     def _clone_page(
-        self, namespace: str, resource: str, after_id: str | None, limit: int
-    ) -> list[dict[str, Any]]:
+        self,
+        namespace: str,
+        resource: str,
+        after_id: str | None,
+        limit: int,
+        *,
+        with_seq: bool = False,
+    ) -> tuple[int, list[dict[str, Any]]]:
         table = self._records(resource).name
         p = self._param
-        params: dict[str, Any] = {"ns": namespace, "lim": limit}
+        params: dict[str, Any] = {"ns": namespace, "lim": limit, "res": resource}
         where = f"namespace = {p('ns')}"
         if after_id is not None:
             where += f" AND id > {p('after')}"
             params["after"] = after_id
         sql = f'SELECT data FROM "{table}" WHERE {where} ORDER BY id LIMIT {p("lim")}'
-        with self._read() as conn:
+        seq = 0
+        with self._read() as conn:  # one transaction: on SQLite, one snapshot for both
+            if with_seq:  # read first: a change the page misses is above it
+                found = conn.exec_driver_sql(
+                    f'SELECT max(seq) FROM "{self.tables.changes.name}" '
+                    f"WHERE namespace = {p('ns')} AND resource = {p('res')}",
+                    params,
+                ).scalar()
+                seq = int(found or 0)
             rows = conn.exec_driver_sql(sql, params).fetchall()
         loads = orjson.loads
-        return [loads(row[0]) for row in rows]
+        return seq, [loads(row[0]) for row in rows]
+
+    async def clone_page_at(
+        self, namespace: str, resource: str, after_id: str | None, limit: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        return await self._run(
+            functools.partial(self._clone_page, with_seq=True), namespace, resource, after_id, limit
+        )
 
     async def clone_page(
         self, namespace: str, resource: str, after_id: str | None, limit: int
     ) -> list[dict[str, Any]]:
-        return await self._run(self._clone_page, namespace, resource, after_id, limit)
+        _, rows = await self._run(self._clone_page, namespace, resource, after_id, limit)
+        return rows
 
     def _latest_seq(self, namespace: str, resources: Sequence[str]) -> dict[str, int]:
         changes = self.tables.changes
