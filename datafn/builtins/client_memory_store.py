@@ -203,7 +203,7 @@ class MemoryClientStore(ClientStore):
 
     async def reset_hydration(self, resource: str) -> None:
         state = self._state(resource)
-        state.hydration = "notStarted"
+        state.hydration = "hydrating"
         state.clone_after_id = None
         state.clone_cursor = None
 

@@ -169,7 +169,8 @@ async def _server_counts(engine: SyncEngine, resources: Sequence[str]) -> dict[s
 async def _clone_resource(engine: SyncEngine, resource: str, report: CloneReport) -> None:
     store = engine.store
     state = (await store.states([resource]))[resource]
-    resuming = state.hydration == "hydrating"
+    # hydrating with no clone cursor: a re-clone is due (reset), none of its pages applied yet
+    resuming = state.hydration == "hydrating" and state.clone_cursor is not None
     after_id = state.clone_after_id if resuming else None
     progress = engine.download_progress.setdefault(resource, CloneProgress(resource))
     if resuming:
@@ -365,19 +366,12 @@ async def _push_batch(engine: SyncEngine, report: PushReport) -> bool:
     for resource in {r.resource for r in rejected}:
         # The local copy holds a write the server refused: fetch the server's truth again.
         await engine.store.reset_hydration(resource)
-    if engine.caught_up is not None and int(result.cursor_before) == engine.caught_up:
-        # Nobody else wrote since the last complete pull: the new seqs are this client's.
-        states = await engine.store.states(list(result.cursors))
-        await engine.store.advance_cursors(
-            {
-                r: int(c)
-                for r, c in result.cursors.items()
-                if r in states and states[r].hydration == "ready"
-            }
-        )
-        engine.caught_up = int(result.cursor)
-    else:
+    # The cursors do not move here: the server's copy of these writes may differ from the
+    # local one (defaults of a merge that created a record, payloads replaced by policy
+    # plugins on either side), so they come back through a pull like any other change.
+    if engine.caught_up is None or int(result.cursor_before) != engine.caught_up:
         report.foreign_changes = True
+    engine.caught_up = int(result.cursor)
     if stop is not None:
         raise stop
     return True
@@ -392,7 +386,7 @@ async def datafn_sync_push(engine: SyncEngine) -> PushReport:
         recloned = [
             r
             for r, s in (await engine.store.states(engine.resources)).items()
-            if s.hydration == "notStarted"
+            if s.hydration != "ready"
         ]
         if recloned:
             await engine.run_phase("clone", resources=recloned)

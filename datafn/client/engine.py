@@ -121,8 +121,8 @@ class SyncEngine:
         #: Local resources (remote-only ones are never cloned or pulled).
         self.resources = [r.name for r in schema.resources if not r.is_remote_only]
         self.online = True
-        #: Highest seq up to which every change of every hydrated resource has been applied,
-        #: when known (set by a complete pull, kept by a push that saw no other writer).
+        #: The server seq this client last saw as a whole: set by a complete pull and by each
+        #: push answer; a push whose ``cursorBefore`` differs saw other writers.
         self.caught_up: int | None = None
         self.phase: str | None = None
         self.last_sync_at: float | None = None
@@ -327,7 +327,11 @@ class SyncEngine:
 
     async def push_unlocked(self) -> PushReport:
         report: PushReport = await self.run_phase("push", resources=self.resources)
-        if report.foreign_changes:
+        if report.applied:
+            # the server's copies of our own writes come back by pull; cursors never move
+            # past changes this client has not pulled
+            await self.run_phase("pull", resources=self.resources)
+        elif report.foreign_changes:
             if "post_push" in self.active_triggers:
                 self.foreign_changes.set()
             else:

@@ -291,7 +291,10 @@ class ClientStore(ABC):
 
     @abstractmethod
     async def reset_hydration(self, resource: str) -> None:
-        """Back to ``notStarted`` so the next sync clones the resource again (keeps cursor)."""
+        """Mark the resource for a re-clone: ``hydrating`` with no clone page applied (no clone
+        cursor, no last id), keeping its records and cursor until the first page replaces them.
+        Never ``notStarted``: that state means "never hydrated", whose local records cloneUp
+        would upload."""
 
 
 # ---------------------------------------------------------------------------------------------

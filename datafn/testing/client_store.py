@@ -288,7 +288,9 @@ class ClientStoreConformance:
         assert ids == ["a", "b", "c", "local"]  # the pending local insert was rebased
         await store.reset_hydration("notes")
         state = (await store.states(["notes"]))["notes"]
-        assert (state.hydration, state.cursor) == ("notStarted", 40)
+        # marked for a re-clone, not "never hydrated": its records are kept until replaced
+        assert (state.hydration, state.cursor, state.clone_cursor) == ("hydrating", 40, None)
+        assert await store.count("notes") == 4
 
     async def test_a_reclone_clears_stale_records(self, store: ClientStore) -> None:
         await store.apply_pull(

@@ -192,3 +192,15 @@ async def test_clone_up_and_reconcile(server: ServerProcess, tmp_path: Path) -> 
         assert report.recloned == ["todos"]
         assert report.local["todos"] == 250 and report.remote["todos"] == 240
         assert await local_records(a) == server.records("todos")
+
+
+async def test_the_servers_copy_of_own_writes_comes_back_after_a_push(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    async with client(server.remote, tmp_path, "a") as a:
+        await a.sync.sync_all()
+        # a merge that creates the record: the server fills the schema's defaults
+        await a.table("todos").merge({"id": "m1", "title": "created by a merge"})
+        assert "done" not in (await local_records(a))["m1"]
+        await a.sync.push()
+        assert (await local_records(a))["m1"]["done"] is False

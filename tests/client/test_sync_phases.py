@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from datafn import Client, Conflict, SyncVetoed, TransportError, Veto, hookimpl
+from datafn import Client, Conflict, DatafnError, SyncVetoed, TransportError, Veto, hookimpl
 from datafn.builtins.client_phases import clone_up_mutation_id
 from datafn.events import Event
 from tests.client.conftest import _no_sleep, hosted
@@ -191,10 +192,11 @@ async def test_push_sends_the_changelog_in_batches_in_order(
         assert batches[-1][-1]["operation"] == "delete"
         assert await client.store.pending_count() == 0
         assert sorted(server.table("todos")) == [f"t{i}" for i in range(1, 10)]
-        # nobody else wrote: the cursors moved over our own changes without a pull
+        # nobody else wrote, yet the server's copies of our writes come back by one pull:
+        # a cursor never moves past changes this client has not pulled
         assert not report.foreign_changes
         assert (await client.sync.status()).cursors["todos"] == server.seq
-        assert [e for e, _ in server.requests].count("pull") == 1
+        assert [e for e, _ in server.requests].count("pull") == 2
 
 
 async def test_push_retries_with_backoff_and_jitter(client: Client, server: FakeServer) -> None:
@@ -441,3 +443,32 @@ async def test_sync_without_a_remote_is_a_config_error(
     async with hosted(make_client(transport=None)) as client:
         with pytest.raises(ConfigError):
             await client.sync.pull()
+
+
+async def test_a_resource_reset_after_a_rejection_is_recloned_never_cloned_up(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    from tests.client.fake_server import unreachable
+
+    server.write("todos", "insert", "t1", {"title": "server copy"})
+    async with hosted(make_client(push_max_retries=0)) as client:
+        await client.sync.sync_all()
+        # a guarded write the server refuses for good: the resource must be cloned again
+        await client.table("todos").merge({"id": "t1", "title": "mine"}, guard={"title": "old"})
+        server.fail("clone", unreachable)  # ... but the re-clone cannot reach the server
+        server.fail("reconcile", unreachable)
+        with contextlib.suppress(DatafnError):
+            await client.sync.push()
+        state = (await client.sync.status()).hydration["todos"]
+        assert state == "hydrating"  # marked for a re-clone, not "never hydrated"
+        server.write("todos", "merge", "t1", {"title": "newer on the server"})
+        await client.sync.sync_all()
+    uploads = [
+        m
+        for endpoint, payload in server.requests
+        if endpoint == "push"
+        for m in payload["mutations"]
+        if m["mutationId"].startswith("cloneup:")
+    ]
+    assert uploads == [], "stale local records must never be uploaded over the server's"
+    assert server.table("todos")["t1"]["title"] == "newer on the server"

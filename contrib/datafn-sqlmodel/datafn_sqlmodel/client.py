@@ -552,7 +552,7 @@ class SqliteClientStore(ClientStore):
     async def reset_hydration(self, resource: str) -> None:
         def run(db: sqlite3.Connection) -> None:
             state = self._states(db, [resource])[resource]
-            state.hydration = "notStarted"
+            state.hydration = "hydrating"
             state.clone_after_id = None
             state.clone_cursor = None
             self._save_state(db, state)
