@@ -38,6 +38,7 @@ __all__ = [
     "ACTIONS",
     "CAPABILITIES",
     "MAX_BODY_DEPTH",
+    "MAX_CURSOR",
     "ClonePage",
     "CloneRequest",
     "CloneResult",
@@ -79,9 +80,17 @@ _CURSOR_RE = re.compile(r"(?:0|[1-9][0-9]{0,19})")
 # --------------------------------------------------------------------------- cursors
 
 
+#: The largest cursor: seqs are signed 64-bit integers in every store.
+MAX_CURSOR = 2**63 - 1
+
+
+def _in_range(text: str) -> bool:
+    return int(text) <= MAX_CURSOR
+
+
 def parse_cursor(value: Any, path: str = "$") -> int:
     """The integer of a wire cursor (``"0"``, ``"42"``); ``DFQL_INVALID`` at ``path`` otherwise."""
-    if isinstance(value, str) and _CURSOR_RE.fullmatch(value):
+    if isinstance(value, str) and _CURSOR_RE.fullmatch(value) and _in_range(value):
         return int(value)
     raise ValidationFailed(
         f"a cursor must be a base-10 non-negative integer string, got {_describe(value)}",
@@ -95,19 +104,20 @@ def format_cursor(n: int) -> str:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"a cursor is a non-negative integer, got {n!r}")
     text = str(n)
-    if len(text) > 20:
-        raise ValueError("a cursor has at most 20 digits")
+    if n > MAX_CURSOR:
+        raise ValueError(f"a cursor is at most {MAX_CURSOR}")
     return text
 
 
 def _to_cursor(value: Any) -> str:
     # Accept a JSON number too (a lenient peer may send one) and normalise it to the string.
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**20:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_CURSOR:
         return str(value)
-    if isinstance(value, str) and _CURSOR_RE.fullmatch(value):
+    if isinstance(value, str) and _CURSOR_RE.fullmatch(value) and _in_range(value):
         return value
     raise ValueError(
-        f"a cursor must be a base-10 non-negative integer string, got {_describe(value)}"
+        "a cursor must be a base-10 non-negative integer string of at most "
+        f"{MAX_CURSOR}, got {_describe(value)}"
     )
 
 

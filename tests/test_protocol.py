@@ -91,14 +91,32 @@ def test_constants() -> None:
 # --------------------------------------------------------------------------- cursors
 
 
-@pytest.mark.parametrize(("text", "value"), [("0", 0), ("42", 42), ("9" * 20, 10**20 - 1)])
+@pytest.mark.parametrize(("text", "value"), [("0", 0), ("42", 42), (str(2**63 - 1), 2**63 - 1)])
 def test_parse_cursor(text: str, value: int) -> None:
     assert parse_cursor(text, "cursor") == value
     assert format_cursor(value) == text
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "-1", "+1", "01", "00", "1.0", " 1", "1 ", "1e3", "0x10", "1" * 21, "٣", 5, None]
+    "bad",
+    [
+        "",
+        "-1",
+        "+1",
+        "01",
+        "00",
+        "1.0",
+        " 1",
+        "1 ",
+        "1e3",
+        "0x10",
+        "1" * 21,
+        "9" * 20,
+        str(2**63),
+        "٣",
+        5,
+        None,
+    ],
 )
 def test_parse_cursor_refuses(bad: Any) -> None:
     with pytest.raises(ValidationFailed) as info:

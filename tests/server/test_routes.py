@@ -244,3 +244,12 @@ async def test_internal_errors_hide_internals_in_production(make_api: MakeApi) -
             )
             assert ("hunter2" in error["message"]) is not production
             assert "Traceback" not in error["message"]
+
+
+async def test_a_cursor_beyond_64_bits_is_a_400_not_a_500(api: Any) -> None:
+    response = await api.http.post(
+        "/datafn/pull", json={"clientId": "c1", "cursors": {"todos": "9" * 20}}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "DFQL_INVALID"
+    assert response.json()["error"]["details"]["path"] == "cursors.todos"
