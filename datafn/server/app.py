@@ -227,6 +227,15 @@ class DatafnServer:
         """Await ``callback()`` when shutdown begins (e.g. to close WebSockets with 1001)."""
         self._shutdown_callbacks.append(callback)
 
+    async def run_shutdown_callbacks(self) -> None:
+        """Run the shutdown callbacks once (later calls do nothing); failures are logged."""
+        callbacks, self._shutdown_callbacks = self._shutdown_callbacks, []
+        for callback in callbacks:
+            try:
+                await callback()
+            except Exception:
+                log.exception("shutdown callback %r failed", callback)
+
     @property
     def draining(self) -> bool:
         return self._draining
@@ -234,11 +243,7 @@ class DatafnServer:
     async def aclose(self) -> None:
         """Refuse new requests, wait for those in flight (``shutdown-timeout``), then close."""
         self.begin_shutdown()
-        for callback in self._shutdown_callbacks:
-            try:
-                await callback()
-            except Exception:
-                log.exception("shutdown callback %r failed", callback)
+        await self.run_shutdown_callbacks()
         with anyio.move_on_after(self.settings.shutdown_timeout):
             await self._idle.wait()
         if self._in_flight:
@@ -329,6 +334,8 @@ class DatafnServer:
         if action != "status":
             payload = self._parse(await self._read_body(request))
         if not self._opened:
+            if self._draining:  # never reopen what shutdown closed
+                raise ServiceUnavailable("the server is shutting down", http_status=503)
             await self.open()
         headers: dict[str, str] = {}
         for name, value in request.headers.items():

@@ -7,6 +7,7 @@ in flight finish (for at most ``shutdown-timeout`` seconds); then the lifespan c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from types import FrameType
 from typing import Any
@@ -27,17 +28,28 @@ class UvicornServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, datafn: DatafnServer | None = None) -> None:
         super().__init__(config)
         self.datafn = datafn
+        self._draining_task: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.datafn is not None:
-            self.datafn.begin_shutdown()
+        self._drain()
         super().handle_exit(sig, frame)
 
     def begin_shutdown(self) -> None:
         """What a signal does, for callers that are not signal handlers (threads, tests)."""
-        if self.datafn is not None:
-            self.datafn.begin_shutdown()
+        self._drain()
         self.should_exit = True
+
+    def _drain(self) -> None:
+        """Refuse new requests and run the shutdown callbacks (WebSockets get 1001) before
+        uvicorn closes its connections itself."""
+        if self.datafn is None:
+            return
+        self.datafn.begin_shutdown()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not on the server's loop: the lifespan runs the callbacks
+        self._draining_task = loop.create_task(self.datafn.run_shutdown_callbacks())
 
 
 def uvicorn_server(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -253,3 +254,39 @@ async def test_a_cursor_beyond_64_bits_is_a_400_not_a_500(api: Any) -> None:
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "DFQL_INVALID"
     assert response.json()["error"]["details"]["path"] == "cursors.todos"
+
+
+async def test_a_request_in_flight_across_shutdown_never_reopens_the_store() -> None:
+    import anyio
+    import httpx
+
+    from datafn.runtime import Runtime
+    from datafn.server import create_app
+    from tests.server.conftest import SCHEMA
+
+    runtime = Runtime.boot(use_env=False, server={"shutdown_timeout": 0.05})
+    app = create_app(runtime, schema=SCHEMA, store="memory://")
+    server = app.state.datafn
+    release = anyio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b'{"clientId": "c", '
+        await release.wait()  # the request is past the draining check, its body unread
+        yield b'"cursors": {}}'
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        await server.open()
+        async with anyio.create_task_group() as tg:
+            responses: list[httpx.Response] = []
+
+            async def send() -> None:
+                responses.append(await http.post("/datafn/pull", content=slow_body()))
+
+            tg.start_soon(send)
+            await anyio.wait_all_tasks_blocked()
+            await server.aclose()  # gives up waiting after shutdown-timeout, closes the store
+            release.set()
+    assert responses[0].status_code == 503
+    assert responses[0].json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert not server._opened, "the store was reopened after shutdown"

@@ -58,12 +58,16 @@ class PostgresNotificationBus(NotificationBus):
         self._listening = anyio.Event()
 
     async def open(self) -> None:
-        self._publisher = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
-        self._listener = asyncio.get_running_loop().create_task(
-            self._listen_forever(), name="datafn postgresql notification listener"
-        )
-        with anyio.fail_after(10):
-            await self._listening.wait()
+        try:
+            self._publisher = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            self._listener = asyncio.get_running_loop().create_task(
+                self._listen_forever(), name="datafn postgresql notification listener"
+            )
+            with anyio.fail_after(10):
+                await self._listening.wait()
+        except BaseException:
+            await self.aclose()  # no connection or listener task outlives a failed open
+            raise
 
     async def aclose(self) -> None:
         await super().aclose()

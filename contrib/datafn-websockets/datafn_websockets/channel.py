@@ -89,12 +89,18 @@ class WebSocketChannel:
 
     async def run(self) -> None:
         while True:
+            before = self.schedule.attempt
             error = await self._connect_once()
-            refused = (
-                isinstance(error, ConnectionClosed)
-                and error.rcvd is not None
-                and error.rcvd.code == CLOSE_UNAUTHENTICATED
+            code = (
+                error.rcvd.code
+                if isinstance(error, ConnectionClosed) and error.rcvd is not None
+                else None
             )
+            refused = code == CLOSE_UNAUTHENTICATED
+            if code is not None and 4000 <= code < 5000:
+                # accepted only to be told no (4503 over the limits): not a successful open,
+                # so the backoff keeps growing instead of hammering the server every second
+                self.schedule.attempt = before
             retry = self.settings.enabled and not refused
             delay = self.schedule.next_delay() if retry else None
             await self._events.emit("ws_disconnected", error=error, delay=delay)

@@ -93,6 +93,9 @@ class RealtimeEndpoint:
         self.per_namespace[namespace] += 1
         try:
             await socket.accept()
+            if self._closing:  # shutdown began while this socket was authenticated
+                await _close(socket, CLOSE_GOING_AWAY, "server shutting down")
+                return
             self._sockets.add(socket)
             await self._serve(socket, namespace)
         finally:

@@ -124,3 +124,21 @@ async def test_clients_reconnect_after_a_server_restart_and_miss_nothing(tmp_pat
 
 
 pytestmark = pytest.mark.slow
+
+
+async def test_datafn_serve_closes_sockets_with_1001_on_sigterm(tmp_path: Path) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    schema = project(tmp_path)
+    server = ServerProcess(schema, database=f"sqlite:///{tmp_path / 's.db'}", cwd=tmp_path)
+    with server:
+        url = server.remote.replace("http://", "ws://") + "/ws"
+        async with connect(url) as socket:
+            await socket.send(json.dumps({"type": "hello", "clientId": "c", "cursors": {}}))
+            await socket.ping()  # the server has the socket registered once it answers
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(anyio.to_thread.run_sync, server.stop)  # SIGTERM, then waits
+                with anyio.fail_after(15), pytest.raises(ConnectionClosed) as info:
+                    await socket.recv()
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1001

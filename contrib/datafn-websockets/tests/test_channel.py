@@ -203,3 +203,24 @@ async def _free_port() -> int:
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     await listener.aclose()
     return int(port)
+
+
+async def test_refusals_after_accept_keep_backing_off(fake_server: tuple[FakeServer, str]) -> None:
+    fake, remote = fake_server
+    fake.close_code = 4503  # over the limits: accepted only to be closed
+    slept: list[float] = []
+    done = anyio.Event()
+
+    async def fake_sleep(delay: float) -> None:
+        slept.append(delay)
+        if len(slept) == 4:
+            done.set()
+            await anyio.sleep_forever()
+
+    ch = channel(remote, EventBus(), [], sleep=fake_sleep, random=lambda: 0.0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ch.run)
+        with anyio.fail_after(5):
+            await done.wait()
+        tg.cancel_scope.cancel()
+    assert slept == [1.0, 2.0, 4.0, 8.0]
