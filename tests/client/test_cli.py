@@ -52,7 +52,7 @@ def test_sync_command_mirrors_a_server_into_sqlite(tmp_path: Path) -> None:
         result = subprocess.run(
             [
                 sys.executable, "-c", "from datafn.cli import main; main()", "sync",
-                "--remote", server.remote, "--schema", str(server.schema_path),
+                "--remote", server.remote, "--schema", str(server.schema),
                 "--store", f"sqlite:///{mirror}", "--once",
             ],
             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
