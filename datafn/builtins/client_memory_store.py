@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from datafn.client.store import (
@@ -166,11 +166,6 @@ class MemoryClientStore(ClientStore):
             state.cursor = max(state.cursor, cursor)
         for resource, touched_ids in touched.items():
             self._rebase(resource, touched_ids)
-
-    async def advance_cursors(self, cursors: Mapping[str, int]) -> None:
-        for resource, cursor in cursors.items():
-            state = self._state(resource)
-            state.cursor = max(state.cursor, cursor)
 
     async def apply_clone_page(
         self,

@@ -262,11 +262,6 @@ class ClientStore(ABC):
         pending changelog entries of the touched records on top (same transaction)."""
 
     @abstractmethod
-    async def advance_cursors(self, cursors: Mapping[str, int]) -> None:
-        """Move cursors forward (never backward) without applying data (after a push that
-        saw no foreign changes)."""
-
-    @abstractmethod
     async def apply_clone_page(
         self,
         resource: str,

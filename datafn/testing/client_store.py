@@ -234,7 +234,7 @@ class ClientStoreConformance:
         assert await store.get("todos", "t1") is None
         states = await store.states(["todos", "notes"])
         assert (states["todos"].cursor, states["notes"].cursor) == (7, 3)
-        await store.advance_cursors({"todos": 9, "notes": 1})
+        await store.apply_pull(PullPage(cursors={"todos": 9, "notes": 1}))
         states = await store.states(["todos", "notes"])
         assert (states["todos"].cursor, states["notes"].cursor) == (9, 3)
         assert await store.pending_count() == 0  # server data is not a local write

@@ -501,16 +501,6 @@ class SqliteClientStore(ClientStore):
 
         await self._run(run, write=True)
 
-    async def advance_cursors(self, cursors: Mapping[str, int]) -> None:
-        def run(db: sqlite3.Connection) -> None:
-            states = self._states(db, cursors)
-            for resource, cursor in cursors.items():
-                state = states[resource]
-                state.cursor = max(state.cursor, cursor)
-                self._save_state(db, state)
-
-        await self._run(run, write=True)
-
     async def apply_clone_page(
         self,
         resource: str,
