@@ -95,6 +95,28 @@ def channel(
     )
 
 
+async def reconnect_delays(remote: str, bus: EventBus, count: int, jitter: float) -> list[float]:
+    """Run a channel until it has asked to sleep ``count`` times; the delays it asked for.
+
+    The sleep is injected, so the schedule is checked without waiting for it."""
+    slept: list[float] = []
+    done = anyio.Event()
+
+    async def fake_sleep(delay: float) -> None:
+        slept.append(delay)
+        if len(slept) == count:
+            done.set()
+            await anyio.sleep_forever()
+
+    ch = channel(remote, bus, [], sleep=fake_sleep, random=lambda: jitter)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ch.run)
+        with anyio.fail_after(5):
+            await done.wait()
+        tg.cancel_scope.cancel()
+    return slept
+
+
 async def test_hello_on_open_cursor_messages_and_garbage_ignored(
     fake_server: tuple[FakeServer, str],
 ) -> None:
@@ -131,21 +153,7 @@ async def test_reconnects_with_the_schedule_and_says_hello_again(
     bus = EventBus()
     disconnected: list[Event] = []
     bus.on("ws_disconnected", disconnected.append)
-    slept: list[float] = []
-    done = anyio.Event()
-
-    async def fake_sleep(delay: float) -> None:
-        slept.append(delay)
-        if len(slept) == 3:
-            done.set()
-            await anyio.sleep_forever()
-
-    ch = channel(remote, bus, [], sleep=fake_sleep, random=lambda: 0.5)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(ch.run)
-        with anyio.fail_after(5):
-            await done.wait()
-        tg.cancel_scope.cancel()
+    slept = await reconnect_delays(remote, bus, 3, 0.5)
     # every open resets the attempt counter, so each reconnect starts from the base delay
     assert slept == [1.25, 1.25, 1.25]
     assert len(fake.hellos) == 3
@@ -156,21 +164,7 @@ async def test_unreachable_server_backs_off_exponentially_without_raising() -> N
     with anyio.fail_after(5):
         port = await _free_port()
     bus = EventBus()
-    slept: list[float] = []
-    done = anyio.Event()
-
-    async def fake_sleep(delay: float) -> None:
-        slept.append(delay)
-        if len(slept) == 4:
-            done.set()
-            await anyio.sleep_forever()
-
-    ch = channel(f"http://127.0.0.1:{port}/datafn", bus, [], sleep=fake_sleep, random=lambda: 0.0)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(ch.run)
-        with anyio.fail_after(5):
-            await done.wait()
-        tg.cancel_scope.cancel()
+    slept = await reconnect_delays(f"http://127.0.0.1:{port}/datafn", bus, 4, 0.0)
     assert slept == [1.0, 2.0, 4.0, 8.0]
 
 
@@ -208,19 +202,5 @@ async def _free_port() -> int:
 async def test_refusals_after_accept_keep_backing_off(fake_server: tuple[FakeServer, str]) -> None:
     fake, remote = fake_server
     fake.close_code = 4503  # over the limits: accepted only to be closed
-    slept: list[float] = []
-    done = anyio.Event()
-
-    async def fake_sleep(delay: float) -> None:
-        slept.append(delay)
-        if len(slept) == 4:
-            done.set()
-            await anyio.sleep_forever()
-
-    ch = channel(remote, EventBus(), [], sleep=fake_sleep, random=lambda: 0.0)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(ch.run)
-        with anyio.fail_after(5):
-            await done.wait()
-        tg.cancel_scope.cancel()
+    slept = await reconnect_delays(remote, EventBus(), 4, 0.0)
     assert slept == [1.0, 2.0, 4.0, 8.0]
