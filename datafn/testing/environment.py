@@ -11,12 +11,14 @@ exactly those distributions.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import venv
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["create_environment"]
+__all__ = ["create_environment", "installed_plugins"]
 
 
 def create_environment(
@@ -32,3 +34,18 @@ def create_environment(
         timeout=timeout,
     )
     return python
+
+
+def installed_plugins(python: Path, project: Path) -> dict[str, dict[str, Any]]:
+    """``datafn plugins --json`` run by that environment in ``project``, by plugin name."""
+    result = subprocess.run(
+        [str(python.parent / "datafn"), "plugins", "--json"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"datafn plugins failed:\n{result.stderr}")
+    return {plugin["name"]: plugin for plugin in json.loads(result.stdout)}

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from datafn.testing.environment import create_environment
+from datafn.testing.environment import create_environment, installed_plugins
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,16 +29,7 @@ def test_datafn_plugins_in_a_fresh_environment_lists_builtins_and_their_hooks(
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "app"\n\n[tool.datafn.template]\ndeny-phases = ["seed"]\n'
     )
-    result = subprocess.run(
-        [str(fresh_env / "bin" / "datafn"), "plugins", "--json"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    plugins = {p["name"]: p for p in json.loads(result.stdout)}
+    plugins = installed_plugins(fresh_env / "bin" / "python", tmp_path)
     builtins = {name for name, p in plugins.items() if p["builtin"]}
     assert "eventlog" in builtins
     assert all(plugins[name]["hooks"] for name in builtins)

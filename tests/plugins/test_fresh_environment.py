@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from datafn.testing.environment import create_environment
+from datafn.testing.environment import create_environment, installed_plugins
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -71,17 +71,6 @@ def test_distributions_are_found_and_fail_closed_and_fail_open_in_a_fresh_enviro
 @pytest.mark.slow
 def test_only_the_installed_distributions_are_loaded(fresh_python: Path, tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "app"\n\n[tool.datafn]\n')
-    result = subprocess.run(
-        [str(fresh_python.parent / "datafn"), "plugins", "--json"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    import json
-
-    names = {p["name"]: p for p in json.loads(result.stdout)}
+    names = installed_plugins(fresh_python, tmp_path)
     assert {"guard", "audit", "template"} <= set(names)
     assert "stamp" not in names and "redact" not in names and "sqlmodel-server" not in names
