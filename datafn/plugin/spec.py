@@ -289,7 +289,9 @@ def datafn_after_sync(phase: str, payload: Any, result: Any, context: SyncContex
 
     :param phase: as for ``datafn_before_sync``.
     :param payload: the payload that was sent (client) or received (server).
-    :param result: the operation's result (wire form on the server).
+    :param result: the operation's result (wire form on the server; the record lists of a
+        clone answer are sequences of dicts, read lazily from the store's JSON texts, so
+        test them with ``collections.abc.Sequence``, not ``list``).
     :param context: as for ``datafn_before_sync``.
 
     Called after every successful sync operation, on both sides. Return value: ignored.

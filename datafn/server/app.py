@@ -48,7 +48,7 @@ from datafn.runtime import Runtime
 from datafn.schema import Schema, load_schema
 from datafn.server.bus import NotificationBus
 from datafn.server.service import SyncService, resources_of
-from datafn.server.store import ServerStore
+from datafn.server.store import RecordTexts, ServerStore
 
 __all__ = ["DatafnServer", "create_app", "current_server", "open_bus", "open_store"]
 
@@ -78,10 +78,18 @@ _STATUS_BY_CODE = {
 }
 
 
+def _encode(value: Any) -> Any:
+    """``orjson`` fallback: pages of record texts go out without a parse (see RecordTexts)."""
+    if isinstance(value, RecordTexts):
+        return value.to_json()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def _json_response(
     body: Any, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+    content = orjson.dumps(body, default=_encode)
+    return Response(content, status, headers, media_type="application/json")
 
 
 def _error(

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from datafn.server.mutations import plan_push, plan_seed, touched_keys
-from datafn.server.store import Change, PendingMutation, PushOutcome, ServerStore
+from datafn.server.store import Change, PendingMutation, PushOutcome, RecordTexts, ServerStore
 
 __all__ = ["MemoryServerStore"]
 
@@ -138,14 +138,15 @@ class MemoryServerStore(ServerStore):
 
     async def clone_page(
         self, namespace: str, resource: str, after_id: str | None, limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> RecordTexts:
         ns = self._namespaces.get(namespace)
         if ns is None:
-            return []
+            return RecordTexts([], [])
         ids = ns.ids.get(resource, [])
         start = 0 if after_id is None else bisect.bisect_right(ids, after_id)
         table = ns.records[resource] if ids else {}
-        return [orjson.loads(table[i]) for i in ids[start : start + limit]]
+        picked = ids[start : start + limit]
+        return RecordTexts(picked, [table[i] for i in picked])
 
     async def latest_seq(self, namespace: str, resources: Sequence[str]) -> dict[str, int]:
         ns = self._namespaces.get(namespace)

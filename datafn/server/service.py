@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,13 @@ from datafn.protocol import (
 )
 from datafn.schema import ResourceSpec, Schema, _describe
 from datafn.server.bus import NotificationBus
-from datafn.server.store import Change, MutationError, PendingMutation, ServerStore
+from datafn.server.store import (
+    Change,
+    MutationError,
+    PendingMutation,
+    RecordTexts,
+    ServerStore,
+)
 
 __all__ = ["PreparedPush", "PreparedSeed", "SyncService", "fold_changes"]
 
@@ -49,6 +55,11 @@ class PreparedSeed:
 
 def _limit_exceeded(message: str, path: str) -> ValidationFailed:
     return ValidationFailed(message, code="LIMIT_EXCEEDED", path=path)
+
+
+def _last_id(rows: Sequence[dict[str, Any]]) -> str:
+    """The id of a page's last record (without parsing it when the store gave texts)."""
+    return rows.ids[-1] if isinstance(rows, RecordTexts) else str(rows[-1]["id"])
 
 
 def _check_text(value: str, path: str, what: str) -> None:
@@ -279,7 +290,7 @@ class SyncService:
             return {
                 "data": {table: rows},
                 "cursors": {table: str(seq)},
-                "next": {table: rows[-1]["id"] if len(rows) >= limit else None},
+                "next": {table: _last_id(rows) if len(rows) >= limit else None},
             }
         if request.tables is None:
             tables = [r.name for r in self.schema.resources if not r.is_remote_only]
@@ -287,7 +298,7 @@ class SyncService:
             tables = list(dict.fromkeys(request.tables))
         cursors = await store.latest_seq(namespace, tables)
         budget = self.limits.max_clone_records
-        data: dict[str, list[dict[str, Any]]] = {}
+        data: dict[str, Sequence[dict[str, Any]]] = {}
         paginated = False
         for table in tables:
             # Read one record more than allowed so that "too many" is detected without COUNT.
@@ -307,7 +318,7 @@ class SyncService:
                 rows = data[table]
                 if len(rows) > page_size:
                     data[table] = rows = rows[:page_size]
-                    nexts[table] = rows[-1]["id"]
+                    nexts[table] = _last_id(rows)
                 else:
                     nexts[table] = None
             result["next"] = nexts

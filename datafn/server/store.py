@@ -22,10 +22,13 @@ Stores are built by a factory registered with ``datafn_register_server_stores``:
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, overload
+
+import orjson
 
 from datafn.schema import Schema
 
@@ -35,6 +38,7 @@ __all__ = [
     "MutationError",
     "PendingMutation",
     "PushOutcome",
+    "RecordTexts",
     "ServerStore",
 ]
 
@@ -52,6 +56,78 @@ class Change:
     id: str
     op: ChangeOp
     data: dict[str, Any] | None
+
+
+class RecordTexts(Sequence[dict[str, Any]]):
+    """A page of records kept as the JSON texts the store holds, parsed only when read.
+
+    Stores that keep each record as JSON text answer clone pages with it, so the server writes
+    the page into its answer without parsing and re-serializing every record. Reading it (a
+    hook looking at a result) gives ordinary dicts, each parsed once and then kept; what a
+    reader changes in them is what is sent.
+
+    :param ids: the id of each record, in order.
+    :param texts: each record as a JSON object text, in the same order.
+    """
+
+    __slots__ = ("_parsed", "_texts", "ids")
+
+    def __init__(self, ids: Sequence[str], texts: Sequence[str | bytes]) -> None:
+        if len(ids) != len(texts):
+            raise ValueError(f"{len(ids)} ids for {len(texts)} record texts")
+        self.ids: list[str] = list(ids)
+        self._texts: list[str | bytes] = list(texts)
+        self._parsed: dict[int, dict[str, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> RecordTexts: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | RecordTexts:
+        if isinstance(index, slice):
+            picked = range(len(self._texts))[index]
+            page = RecordTexts([self.ids[i] for i in picked], [self._texts[i] for i in picked])
+            page._parsed = {n: self._parsed[i] for n, i in enumerate(picked) if i in self._parsed}
+            return page
+        position = range(len(self._texts))[operator.index(index)]  # IndexError when out of range
+        record = self._parsed.get(position)
+        if record is None:
+            record = self._parsed[position] = orjson.loads(self._texts[position])
+        return record
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for position in range(len(self._texts)):
+            yield self[position]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"RecordTexts({len(self)} records)"
+
+    def to_json(self) -> Any:
+        """What ``orjson.dumps`` writes for this page (its ``default`` hook calls this): the
+        texts as they are, with the records a reader parsed (and may have changed) in place."""
+        if not self._parsed:
+            texts = self._texts
+            try:
+                return orjson.Fragment("[" + ",".join(texts) + "]")  # type: ignore[arg-type]
+            except TypeError:  # bytes among them
+                encoded = (t.encode() if isinstance(t, str) else t for t in texts)
+                return orjson.Fragment(b"[" + b",".join(encoded) + b"]")
+        return [
+            self._parsed[i] if i in self._parsed else orjson.Fragment(text)
+            for i, text in enumerate(self._texts)
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +243,10 @@ class ServerStore(abc.ABC):
     @abc.abstractmethod
     async def clone_page(
         self, namespace: str, resource: str, after_id: str | None, limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> Sequence[dict[str, Any]]:
         """At most ``limit`` records of ``resource`` with ``id > after_id`` (all when None),
-        ordered by id (code-point order, the same in every store)."""
+        ordered by id (code-point order, the same in every store): a list of dicts, or a
+        :class:`RecordTexts` when the store keeps records as JSON text."""
 
     @abc.abstractmethod
     async def latest_seq(self, namespace: str, resources: Sequence[str]) -> dict[str, int]:
@@ -177,7 +254,7 @@ class ServerStore(abc.ABC):
 
     async def clone_page_at(
         self, namespace: str, resource: str, after_id: str | None, limit: int
-    ) -> tuple[int, list[dict[str, Any]]]:
+    ) -> tuple[int, Sequence[dict[str, Any]]]:
         """``(latest seq of resource, clone page)``, the seq read no later than the records (a
         change the page misses is above it). Stores override it to answer in one round trip;
         this default makes the two calls in that order."""

@@ -28,6 +28,7 @@ complete (recorded from the ``sync_failed`` event, with ``error``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -139,8 +140,8 @@ def _base(phase: str, context: SyncContext) -> dict[str, Any]:
     }
 
 
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
+def _list(value: Any) -> Sequence[Any]:
+    return value if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else []
 
 
 def _dict(value: Any) -> dict[Any, Any]:

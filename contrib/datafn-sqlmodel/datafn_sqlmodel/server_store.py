@@ -39,7 +39,7 @@ from sqlalchemy.pool import StaticPool
 from datafn.errors import ConfigError, StoreError
 from datafn.schema import Schema
 from datafn.server.mutations import plan_push, plan_seed, touched_keys
-from datafn.server.store import Change, PendingMutation, PushOutcome, ServerStore
+from datafn.server.store import Change, PendingMutation, PushOutcome, RecordTexts, ServerStore
 
 __all__ = ["FORMAT_VERSION", "SqlServerStore", "records_table_name"]
 
@@ -498,7 +498,7 @@ class SqlServerStore(ServerStore):
         limit: int,
         *,
         with_seq: bool = False,
-    ) -> tuple[int, list[dict[str, Any]]]:
+    ) -> tuple[int, RecordTexts]:
         table = self._records(resource).name
         p = self._param
         params: dict[str, Any] = {"ns": namespace, "lim": limit, "res": resource}
@@ -506,9 +506,9 @@ class SqlServerStore(ServerStore):
         if after_id is not None:
             where += f" AND id > {p('after')}"
             params["after"] = after_id
-        sql = f'SELECT data FROM "{table}" WHERE {where} ORDER BY id LIMIT {p("lim")}'
+        sql = f'SELECT id, data FROM "{table}" WHERE {where} ORDER BY id LIMIT {p("lim")}'
         seq = 0
-        with self._read() as conn:  # one transaction: on SQLite, one snapshot for both
+        with self._read() as conn:
             if with_seq:  # read first: a change the page misses is above it
                 found = conn.exec_driver_sql(
                     f'SELECT max(seq) FROM "{self.tables.changes.name}" '
@@ -516,20 +516,26 @@ class SqlServerStore(ServerStore):
                     params,
                 ).scalar()
                 seq = int(found or 0)
-            rows = conn.exec_driver_sql(sql, params).fetchall()
-        loads = orjson.loads
-        return seq, [loads(row[0]) for row in rows]
+            # The rows as the driver gives them (in the same transaction): the texts go into
+            # the answer as they are, without a row object or a parse per record.
+            cursor = conn.connection.cursor()
+            try:
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        return seq, RecordTexts([row[0] for row in rows], [row[1] for row in rows])
 
     async def clone_page_at(
         self, namespace: str, resource: str, after_id: str | None, limit: int
-    ) -> tuple[int, list[dict[str, Any]]]:
+    ) -> tuple[int, RecordTexts]:
         return await self._run(
             functools.partial(self._clone_page, with_seq=True), namespace, resource, after_id, limit
         )
 
     async def clone_page(
         self, namespace: str, resource: str, after_id: str | None, limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> RecordTexts:
         _, rows = await self._run(self._clone_page, namespace, resource, after_id, limit)
         return rows
 
