@@ -97,6 +97,9 @@ class SyncSettings(Section):
     pull_batch_size: int = Field(200, ge=10, le=10_000)
     max_pull_iterations: int = Field(50, ge=1, le=100_000)
     clone_page_size: int = Field(1000, ge=1, le=1000)
+    clone_buffer_pages: int = Field(
+        4, ge=1, le=64, description="clone pages fetched ahead while the store writes"
+    )
     request_timeout: float = Field(30.0, gt=0)
     ws: bool = False
     realtime_channel: str = Field("websockets", description="real-time channel plugin name")

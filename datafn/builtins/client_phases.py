@@ -3,11 +3,12 @@
 Each is the ``trylast`` implementation of its ``datafn_sync_*`` hook, so a plugin replaces a
 phase by implementing the hook and returning a result. What each phase guarantees:
 
-- **clone**: pages ordered by id, at most ``clone-page-size`` records in memory besides the
-  one being fetched; each page and the clone position commit together, so a restarted clone
-  resumes after the last applied page. The cursor of the first answer (where the server's
-  change log stood before the first page) becomes the resource's cursor when the clone ends,
-  so the following pull brings every change made during the clone.
+- **clone**: pages ordered by id, fetched back to back while the store writes, at most
+  ``clone-buffer-pages`` pages ahead; what has arrived is written in one transaction together
+  with the clone position, so a restarted clone resumes after the last applied page. The
+  cursor of the first answer (where the server's change log stood before the first page)
+  becomes the resource's cursor when the clone ends, so the following pull brings every
+  change made during the clone.
 - **pull**: from the per-resource cursors, ``pull-batch-size`` per request, while ``hasMore``
   and at most ``max-pull-iterations`` requests; an answer that would move a cursor backwards
   is refused (``CONFLICT``) and nothing of it is applied.
@@ -30,10 +31,12 @@ engine they return None and leave the phase to the plugin that brought that engi
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 
 from datafn.client.engine import SyncEngine
 from datafn.client.reports import (
@@ -71,39 +74,43 @@ from datafn.schema import canonical_json
 # ---------------------------------------------------------------------------------------------
 
 
-class _Fetch:
-    """One clone page being fetched in the background while the previous one is applied."""
+async def _fetch_page(engine: SyncEngine, resource: str, after_id: str | None) -> CloneResult:
+    payload = {
+        "clientId": engine.client_id,
+        "tables": [resource],
+        "page": {"table": resource, "afterId": after_id, "limit": engine.config.clone_page_size},
+    }
+    result: CloneResult = await engine.request(
+        "clone", "clone", payload, CloneResult, resources=[resource], parse=_clone_page
+    )
+    if resource not in result.cursors:
+        raise ProtocolError(
+            f"the clone answer has no cursor for {resource!r}",
+            code="TRANSPORT_ERROR",
+            path=f"result.cursors.{resource}",
+        )
+    return result
 
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.result: CloneResult | None = None
-        self.error: BaseException | None = None
 
-    async def run(self, engine: SyncEngine, resource: str, after_id: str | None) -> None:
-        payload = {
-            "clientId": engine.client_id,
-            "tables": [resource],
-            "page": {
-                "table": resource,
-                "afterId": after_id,
-                "limit": engine.config.clone_page_size,
-            },
-        }
-        try:
-            self.result = await engine.request(
-                "clone", "clone", payload, CloneResult, resources=[resource], parse=_clone_page
-            )
-        except Exception as exc:
-            self.error = exc
-        finally:
-            self.done.set()
-
-    async def get(self) -> CloneResult:
-        await self.done.wait()
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
+async def _fetch_pages(
+    engine: SyncEngine,
+    resource: str,
+    after_id: str | None,
+    pages: MemoryObjectSendStream[CloneResult | Exception],
+) -> None:
+    """Fetch page after page into ``pages`` (bounded: it waits while the buffer is full); a
+    failure is handed over as the last item, so the writer raises it where it stands."""
+    async with pages:
+        while True:
+            try:
+                result = await _fetch_page(engine, resource, after_id)
+            except Exception as exc:
+                await pages.send(exc)
+                return
+            await pages.send(result)
+            after_id = (result.next or {}).get(resource)
+            if after_id is None:
+                return
 
 
 def _clone_page(body: Any) -> CloneResult:
@@ -119,11 +126,7 @@ def _clone_page(body: Any) -> CloneResult:
         and body.get("ok") is True
         and isinstance(result := body.get("result"), dict)
         and isinstance(data := result.get("data"), dict)
-        and all(
-            isinstance(rows, list)
-            and all(isinstance(r, dict) and isinstance(r.get("id"), str) for r in rows)
-            for rows in data.values()
-        )
+        and all(_records_with_ids(rows) for rows in data.values())
     ):
         try:
             cursors = {k: format_cursor(parse_cursor(v)) for k, v in result["cursors"].items()}
@@ -140,6 +143,18 @@ def _clone_page(body: Any) -> CloneResult:
     return _checked_ids(parse_envelope(body, CloneResult))
 
 
+def _records_with_ids(rows: Any) -> bool:
+    """Whether ``rows`` is a list of objects that each have a string id (decoded JSON gives
+    exact dicts and strs, so the types are compared without a Python step per record)."""
+    if not isinstance(rows, list):
+        return False
+    if not rows:
+        return True
+    return set(map(type, rows)) == {dict} and set(
+        map(type, map(dict.get, rows, itertools.repeat("id")))
+    ) == {str}
+
+
 def _checked_ids(result: CloneResult) -> CloneResult:
     for table, rows in result.data.items():
         for index, row in enumerate(rows):
@@ -151,8 +166,9 @@ def _checked_ids(result: CloneResult) -> CloneResult:
     return result
 
 
-async def _server_counts(engine: SyncEngine, resources: Sequence[str]) -> dict[str, int]:
-    """Server counts for progress bars; best effort (progress without a total otherwise)."""
+async def _fill_totals(engine: SyncEngine, resources: Sequence[str]) -> None:
+    """Server counts as the progress totals; best effort (progress without a total otherwise),
+    asked alongside the first pages rather than before them."""
     try:
         result = await engine.request(
             "clone",
@@ -162,8 +178,11 @@ async def _server_counts(engine: SyncEngine, resources: Sequence[str]) -> dict[s
             resources=resources,
         )
     except DatafnError:
-        return {}
-    return dict(result.counts)
+        return
+    for resource in resources:
+        progress = engine.download_progress.get(resource)
+        if progress is not None and resource in result.counts:
+            progress.total = result.counts[resource]
 
 
 async def _clone_resource(engine: SyncEngine, resource: str, report: CloneReport) -> None:
@@ -178,39 +197,51 @@ async def _clone_resource(engine: SyncEngine, resource: str, report: CloneReport
     first = not resuming
     applied = 0
     failure: BaseException | None = None
+    # Pages are fetched back to back into a bounded buffer while the store writes; the writer
+    # takes whatever has arrived (at most a buffer's worth) in one transaction.
+    most = engine.config.clone_buffer_pages
+    send, pages = anyio.create_memory_object_stream[CloneResult | Exception](most)
     async with anyio.create_task_group() as tg:
-        fetch = _Fetch()
-        tg.start_soon(fetch.run, engine, resource, after_id)
+        tg.start_soon(_fetch_pages, engine, resource, after_id, send)
         try:
-            while True:
-                result = await fetch.get()
-                records = result.data.get(resource, [])
-                if resource not in result.cursors:
-                    raise ProtocolError(
-                        f"the clone answer has no cursor for {resource!r}",
-                        code="TRANSPORT_ERROR",
-                        path=f"result.cursors.{resource}",
-                    )
-                cursor = int(result.cursors[resource])
-                next_id = (result.next or {}).get(resource)
-                if next_id is not None:  # fetch the next page while this one is written
-                    fetch = _Fetch()
-                    tg.start_soon(fetch.run, engine, resource, next_id)
-                last_id = records[-1]["id"] if records else after_id
-                await store.apply_clone_page(
-                    resource,
-                    records,
-                    after_id=last_id,
-                    start_cursor=cursor if first else None,
-                    reset=first,
-                )
-                first = False
-                after_id = last_id
-                applied += len(records)
-                progress.done += len(records)
-                report.pages += 1
-                if next_id is None:
-                    break
+            async with pages:
+                finished = False
+                while not finished:
+                    batch = [await pages.receive()]
+                    while len(batch) < most:
+                        try:
+                            batch.append(pages.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    records: list[dict[str, Any]] = []
+                    cursor: int | None = None
+                    fetched = 0
+                    failed: Exception | None = None
+                    for item in batch:
+                        if isinstance(item, Exception):
+                            failed = item  # the pages before it are still written
+                            break
+                        if cursor is None:
+                            cursor = int(item.cursors[resource])
+                        records.extend(item.data.get(resource, ()))
+                        finished = (item.next or {}).get(resource) is None
+                        fetched += 1
+                    if fetched:
+                        last_id = records[-1]["id"] if records else after_id
+                        await store.apply_clone_page(
+                            resource,
+                            records,
+                            after_id=last_id,
+                            start_cursor=cursor if first else None,
+                            reset=first,
+                        )
+                        first = False
+                        after_id = last_id
+                        applied += len(records)
+                        progress.done += len(records)
+                        report.pages += fetched
+                    if failed is not None:
+                        raise failed
         except Exception as exc:  # raised below, outside the task group (no ExceptionGroup)
             failure = exc
             tg.cancel_scope.cancel()
@@ -219,6 +250,8 @@ async def _clone_resource(engine: SyncEngine, resource: str, report: CloneReport
     await store.finish_clone(resource)
     engine.caught_up = None  # this resource still has to pull from its clone cursor
     progress.finished = True
+    if progress.total is None:  # the count did not come (yet): the clone itself tells
+        progress.total = progress.done
     report.records[resource] = applied
     report.cursors[resource] = (await store.states([resource]))[resource].cursor
 
@@ -228,11 +261,19 @@ async def datafn_sync_clone(engine: SyncEngine, resources: list[str]) -> CloneRe
     report = CloneReport()
     if not resources:
         return report
-    totals = await _server_counts(engine, resources)
     for resource in resources:
-        engine.download_progress[resource] = CloneProgress(resource, total=totals.get(resource))
-    for resource in resources:
-        await _clone_resource(engine, resource, report)
+        engine.download_progress[resource] = CloneProgress(resource)
+    failure: BaseException | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_fill_totals, engine, resources)
+        try:
+            for resource in resources:
+                await _clone_resource(engine, resource, report)
+        except Exception as exc:  # raised below, outside the task group (no ExceptionGroup)
+            failure = exc
+        tg.cancel_scope.cancel()  # a count still on its way is not waited for
+    if failure is not None:
+        raise failure
     return report
 
 

@@ -271,9 +271,10 @@ class ClientStore(ABC):
         start_cursor: int | None = None,
         reset: bool = False,
     ) -> None:
-        """Upsert one clone page and remember ``after_id`` **in one transaction**.
+        """Upsert clone records and remember ``after_id`` **in one transaction**.
 
-        On the first page ``start_cursor`` is where the server's change log stood; the
+        ``records`` are one or more consecutive pages (up to ``clone-buffer-pages`` of them,
+        in id order). On the first page ``start_cursor`` is where the server's change log stood; the
         resource becomes ``hydrating`` and, with ``reset``, its records are cleared first (a
         re-clone), all in the same transaction. Pending entries of the page's records are
         rebased.

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -71,6 +72,64 @@ async def test_clone_resumes_after_the_last_applied_page(
 
 def server_ok(server: FakeServer, payload: Any) -> httpx.Response:
     return httpx.Response(200, json={"ok": True, "result": server.do_clone(payload)})
+
+
+def gate_applies(client: Client, gate: anyio.Event) -> list[int]:
+    """Hold every clone page write until ``gate`` is set; returns the record count per write."""
+    original = client.store.apply_clone_page
+    sizes: list[int] = []
+
+    async def held(resource: str, records: Any, **kwargs: Any) -> None:
+        await gate.wait()
+        sizes.append(len(records))
+        await original(resource, records, **kwargs)
+
+    client.store.apply_clone_page = held  # type: ignore[method-assign]
+    return sizes
+
+
+async def test_pages_fetched_before_a_failure_are_written_first(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    for i in range(9):
+        server.write("todos", "insert", f"t{i}", {"title": f"task {i}"})
+    failed = anyio.Event()
+
+    def fail(payload: Any) -> httpx.Response:
+        failed.set()
+        return unreachable(payload)
+
+    async with hosted(make_client(clone_page_size=3)) as client:
+        ok = [lambda p: server_ok(server, p)] * 2
+        server.faults["clone"] = [*ok, fail]
+        sizes = gate_applies(client, failed)  # the failure arrives while page 1 is written
+        with pytest.raises(TransportError):
+            await client.sync.clone(["todos"])
+        assert sizes == [3, 3]  # page 2 came with the failure and was still written
+        state = (await client.store.states(["todos"]))["todos"]
+        assert state.hydration == "hydrating" and state.clone_after_id == "t5"
+        assert await client.table("todos").count() == 6
+
+
+@pytest.mark.parametrize("buffer", [1, 3])
+async def test_fetching_runs_at_most_clone_buffer_pages_ahead_of_the_writes(
+    make_client: Callable[..., Client], server: FakeServer, buffer: int
+) -> None:
+    for i in range(30):
+        server.write("todos", "insert", f"t{i:02}", {"title": f"task {i}"})
+    async with hosted(make_client(clone_page_size=2, clone_buffer_pages=buffer)) as client:
+        gate = anyio.Event()
+        sizes = gate_applies(client, gate)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.sync.clone, ["todos"])
+            await anyio.wait_all_tasks_blocked()
+            fetched = [p for e, p in server.requests if e == "clone"]
+            # the page being written, a full buffer, and one page waiting for room
+            assert len(fetched) == 1 + buffer + 1
+            gate.set()
+        assert sum(sizes) == 30 and max(sizes) <= 2 * buffer  # a write takes what has arrived
+        assert await client.table("todos").count() == 30
+        assert (await client.sync.status()).hydration["todos"] == "ready"
 
 
 async def test_changes_made_during_the_clone_are_pulled_afterwards(
@@ -472,3 +531,21 @@ async def test_a_resource_reset_after_a_rejection_is_recloned_never_cloned_up(
     ]
     assert uploads == [], "stale local records must never be uploaded over the server's"
     assert server.table("todos")["t1"]["title"] == "newer on the server"
+
+
+async def test_the_progress_total_is_the_server_count_asked_alongside_the_first_pages(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    for i in range(9):
+        server.write("todos", "insert", f"t{i}", {"title": f"task {i}"})
+    async with hosted(make_client(clone_page_size=3)) as client:
+        gate = anyio.Event()
+        gate_applies(client, gate)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.sync.clone, ["todos"])
+            await anyio.wait_all_tasks_blocked()
+            progress = (await client.sync.status()).download_progress["todos"]
+            assert (progress.done, progress.total, progress.finished) == (0, 9, False)
+            gate.set()
+        progress = (await client.sync.status()).download_progress["todos"]
+        assert (progress.done, progress.total, progress.finished) == (9, 9, True)

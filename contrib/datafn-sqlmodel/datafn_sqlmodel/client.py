@@ -523,7 +523,7 @@ class SqliteClientStore(ClientStore):
                 db.execute(table.upsert_page, (_dumps(records),))
             state.clone_after_id = after_id
             self._save_state(db, state)
-            self._rebase(db, resource, [r["id"] for r in records])
+            self._rebase(db, resource, (r["id"] for r in records))  # ids only when needed
 
         await self._run(run, write=True)
 
