@@ -11,12 +11,14 @@ phase by implementing the hook and returning a result. What each phase guarantee
   change made during the clone.
 - **pull**: from the per-resource cursors, ``pull-batch-size`` per request, while ``hasMore``
   and at most ``max-pull-iterations`` requests; an answer that would move a cursor backwards
-  is refused (``CONFLICT``) and nothing of it is applied.
+  is refused (``CONFLICT``) and nothing of it is applied. From a push until a pull has caught
+  up, the pages are gathered and applied in one transaction (own acknowledged writes may lie
+  above the cursors; see ``OWN_WRITES_UNPULLED``).
 - **push**: the changelog in order, ``push-batch-size`` per request, transient failures retried
-  with backoff; only the prefix that was applied or refused for good is acknowledged. When the
-  server's ``cursorBefore`` equals the client's global cursor nobody else wrote, and cursors
-  advance over the client's own changes; otherwise other writers were active and the engine
-  pulls, so no cursor passes changes it has not pulled.
+  with backoff; only the prefix that was applied or refused for good is acknowledged. A push
+  never moves a cursor: after one that applied anything the engine pulls (the server's copies
+  of the writes come back like any other change), and after one whose ``cursorBefore`` shows
+  other writers it pulls too.
 - **clone_up**: every local record uploaded as a ``replace`` whose mutation id is derived from
   (client, resource, id, record), so a re-run after a crash applies nothing twice; the
   changelog entries it covered are acknowledged, then the resources are cloned.
@@ -48,7 +50,7 @@ from datafn.client.reports import (
     ReconcileReport,
     RejectedMutation,
 )
-from datafn.client.store import ChangelogEntry, PullPage
+from datafn.client.store import ChangelogEntry, PullPage, apply_operation
 from datafn.errors import (
     Conflict,
     DatafnError,
@@ -282,13 +284,66 @@ async def datafn_sync_clone(engine: SyncEngine, resources: list[str]) -> CloneRe
 # ---------------------------------------------------------------------------------------------
 
 
+#: Store metadata set before a push is sent and cleared when a pull has caught up with every
+#: resource: while set, the server may hold this client's own acknowledged writes above the
+#: cursors, and a pull applies its pages in one transaction.
+OWN_WRITES_UNPULLED = "own_writes_unpulled"
+
+
+def merge_pull_pages(pages: Sequence[PullPage]) -> PullPage:
+    """One page with the effect of applying ``pages`` in order (later pages win; merged deltas
+    fold into the record or delta before them; the highest cursor per resource)."""
+    state: dict[str, dict[str, tuple[str, dict[str, Any] | None]]] = {}
+    cursors: dict[str, int] = {}
+    for page in pages:
+        for resource, rows in page.records.items():
+            table = state.setdefault(resource, {})
+            for record in rows:
+                table[record["id"]] = ("record", record)
+        for resource, deltas in page.merged.items():
+            table = state.setdefault(resource, {})
+            for delta in deltas:
+                kind, before = table.get(delta["id"], ("none", None))
+                if kind == "merged" and before is not None:
+                    table[delta["id"]] = ("merged", {**before, **delta})
+                elif kind == "none":
+                    table[delta["id"]] = ("merged", delta)
+                else:  # a full record, or a delete: the merge makes a full record
+                    table[delta["id"]] = (
+                        "record",
+                        apply_operation(before, "merge", delta["id"], delta),
+                    )
+        for resource, ids in page.deleted.items():
+            table = state.setdefault(resource, {})
+            for record_id in ids:
+                table[record_id] = ("deleted", None)
+        for resource, cursor in page.cursors.items():
+            cursors[resource] = max(cursor, cursors.get(resource, cursor))
+    full: dict[str, list[dict[str, Any]]] = {}
+    merged: dict[str, list[dict[str, Any]]] = {}
+    deleted: dict[str, list[str]] = {}
+    for resource, table in state.items():
+        for record_id, (kind, body) in table.items():
+            if body is None:
+                deleted.setdefault(resource, []).append(record_id)
+            else:
+                (merged if kind == "merged" else full).setdefault(resource, []).append(body)
+    return PullPage(records=full, merged=merged, deleted=deleted, cursors=cursors)
+
+
 @hookimpl(trylast=True)
 async def datafn_sync_pull(engine: SyncEngine, resources: list[str]) -> PullReport:
     report = PullReport()
-    states = await engine.store.states(resources)
+    store = engine.store
+    states = await store.states(resources)
     cursors = {r: s.cursor for r, s in states.items() if s.hydration == "ready"}
     if not cursors:
         return report
+    # After a push, the server may hold our own acknowledged writes above the cursors: applying
+    # its pages one by one would show older states of those records in between (and keep
+    # them after a crash), so the pages are gathered and applied in one transaction.
+    whole = await store.get_meta(OWN_WRITES_UNPULLED) == "1"
+    gathered: list[PullPage] = []
     for _ in range(engine.config.max_pull_iterations):
         payload = {
             "clientId": engine.client_id,
@@ -315,7 +370,10 @@ async def datafn_sync_pull(engine: SyncEngine, resources: list[str]) -> PullRepo
             deleted={r: v for r, v in result.deleted.items() if r in cursors},
             cursors=moved,
         )
-        await engine.store.apply_pull(page)
+        if whole:
+            gathered.append(page)
+        else:
+            await store.apply_pull(page)
         report.changes += sum(
             len(v) for part in (page.records, page.merged, page.deleted) for v in part.values()
         )
@@ -324,14 +382,16 @@ async def datafn_sync_pull(engine: SyncEngine, resources: list[str]) -> PullRepo
             break
     else:
         report.has_more = True
+    if gathered:
+        await store.apply_pull(merge_pull_pages(gathered))
     report.cursors = dict(cursors)
     every_ready = [
-        r
-        for r, s in (await engine.store.states(engine.resources)).items()
-        if s.hydration == "ready"
+        r for r, s in (await store.states(engine.resources)).items() if s.hydration == "ready"
     ]
     if not report.has_more and set(cursors) >= set(every_ready):
         engine.caught_up = max(cursors.values())
+        if whole:
+            await store.set_meta(OWN_WRITES_UNPULLED, "0")
     return report
 
 
@@ -396,6 +456,8 @@ async def _push_batch(engine: SyncEngine, report: PushReport) -> bool:
         "mutations": [e.to_mutation(engine.client_id) for e in entries],
     }
     resources = sorted({e.resource for e in entries})
+    if await engine.store.get_meta(OWN_WRITES_UNPULLED) != "1":  # before anything can apply
+        await engine.store.set_meta(OWN_WRITES_UNPULLED, "1")
     result = await engine.request("push", "push", payload, PushResult, resources=resources)
     report.batches += 1
     report.cursor = max(report.cursor, int(result.cursor))

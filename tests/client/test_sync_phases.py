@@ -549,3 +549,57 @@ async def test_the_progress_total_is_the_server_count_asked_alongside_the_first_
             gate.set()
         progress = (await client.sync.status()).download_progress["todos"]
         assert (progress.done, progress.total, progress.finished) == (9, 9, True)
+
+
+# -- own writes above the cursor ------------------------------------------------------------
+
+
+def server_pull(server: FakeServer, payload: Any) -> httpx.Response:
+    return httpx.Response(200, json={"ok": True, "result": server.do_pull(payload)})
+
+
+async def test_an_interrupted_pull_after_a_push_never_shows_older_states_of_own_writes(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    async with hosted(make_client(pull_batch_size=10)) as client:
+        await client.sync.clone()
+        notes = client.table("notes")
+        await notes.insert({"id": "n1", "body": "v0"})
+        for j in range(1, 15):
+            await notes.merge({"id": "n1", "body": f"v{j}"})
+        # the pull after the push gets its first page (the record at v9), then the network goes
+        server.faults["pull"] = [lambda p: server_pull(server, p), unreachable]
+        with pytest.raises(TransportError):
+            await client.sync.push()
+        assert await client.store.pending_count() == 0
+        assert server.table("notes")["n1"]["body"] == "v14"
+        assert (await notes.get("n1")) == {"id": "n1", "body": "v14"}  # not v9
+        await client.sync.pull()  # the whole pull, in one transaction
+        assert (await notes.get("n1")) == {"id": "n1", "body": "v14"}
+        assert await client.store.get_meta("own_writes_unpulled") == "0"
+
+
+async def test_pages_gathered_after_a_push_keep_foreign_writes_made_after_ours(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    async with hosted(make_client(pull_batch_size=10)) as client:
+        await client.sync.clone()
+        notes = client.table("notes")
+        for j in range(12):
+            await notes.merge({"id": f"n{j:02}", "body": "mine"})
+        original = server.do_push
+
+        def push_then_foreign(payload: Any) -> Any:
+            answer = original(payload)
+            server.write("notes", "merge", "n03", {"body": "theirs"})
+            server.write("notes", "delete", "n05")
+            server.write("notes", "merge", "n99", {"body": "new"})
+            return answer
+
+        server.do_push = push_then_foreign  # type: ignore[method-assign]
+        await client.sync.push()
+        assert {r["id"]: r["body"] for r in await notes.query()} == {
+            i: r["body"] for i, r in server.table("notes").items()
+        }
+        assert (await notes.get("n03"))["body"] == "theirs"  # type: ignore[index]
+        assert await notes.get("n05") is None
