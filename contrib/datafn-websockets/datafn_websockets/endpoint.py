@@ -14,6 +14,7 @@ Keep-alive pings are the ASGI server's job: ``datafn serve`` runs uvicorn with
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from datafn.context import RequestContext
 from datafn.errors import ProtocolError
 from datafn.protocol import HelloMessage, parse_cursor, parse_ws_message
+from datafn.server.bus import Subscription
 
 if TYPE_CHECKING:
     from datafn.server import DatafnServer
@@ -106,20 +108,28 @@ class RealtimeEndpoint:
                 del self.per_namespace[namespace]
 
     async def _serve(self, socket: WebSocket, namespace: str) -> None:
-        sent = _Sent()
+        # One task per socket sends; everything it sends comes through its subscription (the
+        # hello answer too), so cursors go out in increasing order without a lock.
         async with anyio.create_task_group() as tg, self.server.bus.subscribe(namespace) as sub:
 
             async def forward() -> None:
+                sent = -1
                 async for note in sub:
-                    await sent.send(socket, note.seq)
+                    if note.seq <= sent or socket.application_state != WebSocketState.CONNECTED:
+                        continue
+                    sent = note.seq
+                    try:
+                        await socket.send_text(_cursor_message(note.seq))
+                    except (WebSocketDisconnect, RuntimeError, OSError):
+                        log.debug("socket went away while sending a cursor")
 
             tg.start_soon(forward)
             try:
-                await self._read(socket, namespace, sent)
+                await self._read(socket, namespace, sub)
             finally:
                 tg.cancel_scope.cancel()
 
-    async def _read(self, socket: WebSocket, namespace: str, sent: _Sent) -> None:
+    async def _read(self, socket: WebSocket, namespace: str, sub: Subscription) -> None:
         """Read until the peer goes: hellos get the current cursor, the rest is ignored."""
         while True:
             try:
@@ -136,39 +146,21 @@ class RealtimeEndpoint:
                 return
             parsed = parse_ws_message(data)
             if isinstance(parsed, HelloMessage):
-                await self._answer_hello(socket, namespace, parsed, sent)
+                await self._answer_hello(namespace, parsed, sub)
 
-    async def _answer_hello(
-        self, socket: WebSocket, namespace: str, hello: HelloMessage, sent: _Sent
-    ) -> None:
+    async def _answer_hello(self, namespace: str, hello: HelloMessage, sub: Subscription) -> None:
         try:
             theirs = max((parse_cursor(c) for c in hello.cursors.values()), default=0)
         except Exception:
             theirs = 0
         ours = await self.server.store.namespace_seq(namespace)
         if ours > theirs:
-            await sent.send(socket, ours)
+            sub.offer(namespace, ours)  # sent by the socket's forward task, in order
 
 
-class _Sent:
-    """The highest cursor a socket was sent: never send it an older one."""
-
-    def __init__(self) -> None:
-        self.seq = -1
-        self._lock = anyio.Lock()
-
-    async def send(self, socket: WebSocket, seq: int) -> None:
-        async with self._lock:
-            if seq <= self.seq or socket.application_state != WebSocketState.CONNECTED:
-                return
-            self.seq = seq
-            try:
-                await socket.send_text(_cursor_message(seq))
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                log.debug("socket went away while sending a cursor")
-
-
+@functools.lru_cache(maxsize=64)
 def _cursor_message(seq: int) -> str:
+    """The message for ``seq``, encoded once for every socket it goes to."""
     return orjson.dumps({"type": "cursor", "cursor": str(seq)}).decode()
 
 
