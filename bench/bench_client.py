@@ -5,7 +5,8 @@ push of 10 000 offline writes); ``--clone 20000 --push 2000`` for a quick run. I
 ``datafn serve`` on SQLite in a child process, seeds it through the protocol, and measures each
 client run in a fresh child process of its own, so that peak RSS is the client's alone:
 
-* clone: records/s end to end (requests, JSON, SQLite writes) into a fresh SQLite client;
+* clone: records/s end to end (requests, JSON, SQLite writes) into a fresh SQLite client,
+  ``--repeat`` times per size (the median is printed too: figures on a shared machine vary);
   peak RSS of the client process; for comparison, the records/s of a bare HTTP loop fetching
   the same pages (the server's own bound: each page needs the previous page's last id);
 * local writes: latency of ``table.insert`` (validation, SQLite transaction with the changelog
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -149,6 +151,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clone", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--push", type=int, default=10_000)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="clones per size (into fresh files); median shown"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -178,13 +183,19 @@ def main() -> None:
                 print(f"seeded {size:,} records ({time.perf_counter() - started:.1f} s)")
                 bound = server_pages_alone(server.remote)
                 print(f"server alone (bare HTTP page loop, no client work): {bound:,.0f} records/s")
-                store = f"sqlite:///{folder / f'clone-{size}.db'}"
-                result = run_child("clone", server.remote, store)
-                print(
-                    f"clone {result['records']:>9,} records: {result['seconds']:7.2f} s  "
-                    f"{result['records'] / result['seconds']:>9,.0f} records/s  "
-                    f"peak RSS {result['rss']:6.1f} MB  ({result['pages']} pages)"
-                )
+                rates = []
+                for run in range(args.repeat):
+                    store = f"sqlite:///{folder / f'clone-{size}-{run}.db'}"
+                    result = run_child("clone", server.remote, store)
+                    rates.append(result["records"] / result["seconds"])
+                    print(
+                        f"clone {result['records']:>9,} records: {result['seconds']:7.2f} s  "
+                        f"{rates[-1]:>9,.0f} records/s  "
+                        f"peak RSS {result['rss']:6.1f} MB  ({result['pages']} pages)"
+                    )
+                if len(rates) > 1:
+                    median = statistics.median(rates)
+                    print(f"clone {size:>9,} records: median {median:,.0f} records/s")
         # push into an empty server, so the clone before the writes is trivial
         (folder / "push").mkdir()
         with ServerProcess(
