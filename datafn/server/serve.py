@@ -33,13 +33,13 @@ class UvicornServer(uvicorn.Server):
         self._draining_task: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        # What is alive once the server is up (modules, classes, schemas, the store's tables)
+        # What is alive when the server starts (modules, classes, the schema, the application)
         # lives as long as the process: keep the collector from walking it again on every
         # full collection, which otherwise pauses every connection (noticeable in fan-outs
         # to thousands of WebSockets).
         gc.collect()
         gc.freeze()
+        await super().startup(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._drain()

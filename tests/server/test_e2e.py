@@ -231,3 +231,15 @@ def test_datafn_serve_command(tmp_path: Path) -> None:
         if proc.stdout is not None:
             proc.stdout.close()
     assert (tmp_path / "datafn.db").exists()  # the default database, in the working directory
+
+
+def test_the_served_process_freezes_what_is_alive_after_start_up(tmp_path: Path) -> None:
+    import gc
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    app = create_app(boot(), schema=SCHEMA, store=f"sqlite:///{tmp_path / 'gc.db'}")
+    with live_server(app) as (base, _):
+        # the schema, the store and the application are out of the collector's generations
+        assert gc.get_freeze_count() > 1000
+        assert httpx.get(f"{base}/status").status_code == 200
