@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,6 +72,8 @@ from datafn.protocol import (
 )
 from datafn.schema import canonical_json
 
+log = logging.getLogger("datafn.sync")
+
 # ---------------------------------------------------------------------------------------------
 # clone
 # ---------------------------------------------------------------------------------------------
@@ -104,13 +107,18 @@ async def _fetch_pages(
     failure is handed over as the last item, so the writer raises it where it stands."""
     async with pages:
         while True:
+            item: CloneResult | Exception
             try:
-                result = await _fetch_page(engine, resource, after_id)
+                item = await _fetch_page(engine, resource, after_id)
             except Exception as exc:
-                await pages.send(exc)
+                item = exc
+            try:
+                await pages.send(item)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return  # the writer stopped (it failed, and raises its own error)
+            if isinstance(item, Exception):
                 return
-            await pages.send(result)
-            after_id = (result.next or {}).get(resource)
+            after_id = (item.next or {}).get(resource)
             if after_id is None:
                 return
 
@@ -179,7 +187,8 @@ async def _fill_totals(engine: SyncEngine, resources: Sequence[str]) -> None:
             ReconcileResult,
             resources=resources,
         )
-    except DatafnError:
+    except Exception as exc:  # the clone goes on without totals, whatever went wrong
+        log.debug("no server counts for the clone's progress: %s", exc)
         return
     for resource in resources:
         progress = engine.download_progress.get(resource)

@@ -603,3 +603,35 @@ async def test_pages_gathered_after_a_push_keep_foreign_writes_made_after_ours(
         }
         assert (await notes.get("n03"))["body"] == "theirs"  # type: ignore[index]
         assert await notes.get("n05") is None
+
+
+async def test_a_failing_write_stops_the_clone_with_its_own_error_while_fetching_waits(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    from datafn.errors import StoreError
+
+    for i in range(20):
+        server.write("todos", "insert", f"t{i:02}", {"title": f"task {i}"})
+    async with hosted(make_client(clone_page_size=2, clone_buffer_pages=1)) as client:
+        gate = anyio.Event()
+
+        async def broken(resource: str, records: Any, **kwargs: Any) -> None:
+            await gate.wait()
+            raise StoreError("disk full")
+
+        client.store.apply_clone_page = broken  # type: ignore[method-assign]
+        raised: list[BaseException] = []
+
+        async def clone() -> None:
+            try:
+                await client.sync.clone(["todos"])
+            except BaseException as exc:
+                raised.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clone)
+            await anyio.wait_all_tasks_blocked()  # the fetcher waits for room
+            gate.set()
+        assert [type(e) for e in raised] == [StoreError]  # its own error, not a group
+        state = (await client.store.states(["todos"]))["todos"]
+        assert state.hydration != "ready" and await client.table("todos").count() == 0
