@@ -282,7 +282,7 @@ async def datafn_sync_clone(engine: SyncEngine, resources: list[str]) -> CloneRe
                 await _clone_resource(engine, resource, report)
         except Exception as exc:  # raised below, outside the task group (no ExceptionGroup)
             failure = exc
-        tg.cancel_scope.cancel()  # a count still on its way is not waited for
+            tg.cancel_scope.cancel()
     if failure is not None:
         raise failure
     return report
@@ -299,18 +299,22 @@ async def datafn_sync_clone(engine: SyncEngine, resources: list[str]) -> CloneRe
 OWN_WRITES_UNPULLED = "own_writes_unpulled"
 
 
-def merge_pull_pages(pages: Sequence[PullPage]) -> PullPage:
-    """One page with the effect of applying ``pages`` in order (later pages win; merged deltas
-    fold into the record or delta before them; the highest cursor per resource)."""
-    state: dict[str, dict[str, tuple[str, dict[str, Any] | None]]] = {}
-    cursors: dict[str, int] = {}
-    for page in pages:
+class PullPageMerger:
+    """Folds pull pages, as they arrive, into one page with the effect of applying them in
+    order (later pages win; merged deltas fold into the record or delta before them; the
+    highest cursor per resource). Memory grows with the records touched, not the pages."""
+
+    def __init__(self) -> None:
+        self._state: dict[str, dict[str, tuple[str, dict[str, Any] | None]]] = {}
+        self._cursors: dict[str, int] = {}
+
+    def add(self, page: PullPage) -> None:
         for resource, rows in page.records.items():
-            table = state.setdefault(resource, {})
+            table = self._state.setdefault(resource, {})
             for record in rows:
                 table[record["id"]] = ("record", record)
         for resource, deltas in page.merged.items():
-            table = state.setdefault(resource, {})
+            table = self._state.setdefault(resource, {})
             for delta in deltas:
                 kind, before = table.get(delta["id"], ("none", None))
                 if kind == "merged" and before is not None:
@@ -323,21 +327,37 @@ def merge_pull_pages(pages: Sequence[PullPage]) -> PullPage:
                         apply_operation(before, "merge", delta["id"], delta),
                     )
         for resource, ids in page.deleted.items():
-            table = state.setdefault(resource, {})
+            table = self._state.setdefault(resource, {})
             for record_id in ids:
                 table[record_id] = ("deleted", None)
         for resource, cursor in page.cursors.items():
-            cursors[resource] = max(cursor, cursors.get(resource, cursor))
-    full: dict[str, list[dict[str, Any]]] = {}
-    merged: dict[str, list[dict[str, Any]]] = {}
-    deleted: dict[str, list[str]] = {}
-    for resource, table in state.items():
-        for record_id, (kind, body) in table.items():
-            if body is None:
-                deleted.setdefault(resource, []).append(record_id)
-            else:
-                (merged if kind == "merged" else full).setdefault(resource, []).append(body)
-    return PullPage(records=full, merged=merged, deleted=deleted, cursors=cursors)
+            self._cursors[resource] = max(cursor, self._cursors.get(resource, cursor))
+
+    def page(self) -> PullPage:
+        full: dict[str, list[dict[str, Any]]] = {}
+        merged: dict[str, list[dict[str, Any]]] = {}
+        deleted: dict[str, list[str]] = {}
+        for resource, table in self._state.items():
+            for record_id, (kind, body) in table.items():
+                if body is None:
+                    deleted.setdefault(resource, []).append(record_id)
+                else:
+                    (merged if kind == "merged" else full).setdefault(resource, []).append(body)
+        return PullPage(records=full, merged=merged, deleted=deleted, cursors=dict(self._cursors))
+
+
+def merge_pull_pages(pages: Sequence[PullPage]) -> PullPage:
+    """One page with the effect of applying ``pages`` in order (see :class:`PullPageMerger`)."""
+    merger = PullPageMerger()
+    for page in pages:
+        merger.add(page)
+    return merger.page()
+
+
+#: While own writes may lie above the cursors, a pull goes on past ``max-pull-iterations``
+#: until it has caught up (applying part of the way could show older states of them), up to
+#: this many times ``max-pull-iterations`` requests.
+CATCH_UP_FACTOR = 100
 
 
 @hookimpl(trylast=True)
@@ -350,10 +370,12 @@ async def datafn_sync_pull(engine: SyncEngine, resources: list[str]) -> PullRepo
         return report
     # After a push, the server may hold our own acknowledged writes above the cursors: applying
     # its pages one by one would show older states of those records in between (and keep
-    # them after a crash), so the pages are gathered and applied in one transaction.
+    # them after a crash), so the pages are folded together as they arrive and applied in one
+    # transaction once the pull has caught up.
     whole = await store.get_meta(OWN_WRITES_UNPULLED) == "1"
-    gathered: list[PullPage] = []
-    for _ in range(engine.config.max_pull_iterations):
+    merger = PullPageMerger() if whole else None
+    most = engine.config.max_pull_iterations * (CATCH_UP_FACTOR if whole else 1)
+    for _ in range(most):
         payload = {
             "clientId": engine.client_id,
             "cursors": {r: format_cursor(c) for r, c in cursors.items()},
@@ -379,8 +401,8 @@ async def datafn_sync_pull(engine: SyncEngine, resources: list[str]) -> PullRepo
             deleted={r: v for r, v in result.deleted.items() if r in cursors},
             cursors=moved,
         )
-        if whole:
-            gathered.append(page)
+        if merger is not None:
+            merger.add(page)
         else:
             await store.apply_pull(page)
         report.changes += sum(
@@ -391,8 +413,13 @@ async def datafn_sync_pull(engine: SyncEngine, resources: list[str]) -> PullRepo
             break
     else:
         report.has_more = True
-    if gathered:
-        await store.apply_pull(merge_pull_pages(gathered))
+        if merger is not None:
+            log.warning(
+                "the pull after a push did not catch up in %d requests; applying what it has",
+                most,
+            )
+    if merger is not None and report.requests:
+        await store.apply_pull(merger.page())
     report.cursors = dict(cursors)
     every_ready = [
         r for r, s in (await store.states(engine.resources)).items() if s.hydration == "ready"

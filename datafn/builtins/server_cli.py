@@ -76,7 +76,7 @@ def serve(
         f"(store: {app.state.datafn.store.name})",
         err=True,
     )
-    uvicorn_server(app, log_level=log_level, access_log=access_log).run()
+    uvicorn_server(app, log_level=log_level, access_log=access_log, freeze_gc=True).run()
 
 
 @hookimpl

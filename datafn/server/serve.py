@@ -27,18 +27,26 @@ log = logging.getLogger("datafn.server")
 class UvicornServer(uvicorn.Server):
     """A uvicorn server that puts the DataFn server into draining mode on shutdown."""
 
-    def __init__(self, config: uvicorn.Config, datafn: DatafnServer | None = None) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        datafn: DatafnServer | None = None,
+        *,
+        freeze_gc: bool = False,
+    ) -> None:
         super().__init__(config)
         self.datafn = datafn
+        self.freeze_gc = freeze_gc
         self._draining_task: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        # What is alive when the server starts (modules, classes, the schema, the application)
-        # lives as long as the process: keep the collector from walking it again on every
-        # full collection, which otherwise pauses every connection (noticeable in fan-outs
-        # to thousands of WebSockets).
-        gc.collect()
-        gc.freeze()
+        if self.freeze_gc:
+            # In a process that only serves, what is alive when the server starts (modules,
+            # classes, the schema, the application) lives as long as the process: keep the
+            # collector from walking it again on every full collection, which otherwise
+            # pauses every connection (noticeable in fan-outs to thousands of WebSockets).
+            gc.collect()
+            gc.freeze()
         await super().startup(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -70,12 +78,14 @@ def uvicorn_server(
     port: int | None = None,
     log_level: str = "info",
     access_log: bool = False,
+    freeze_gc: bool = False,
     **options: Any,
 ) -> UvicornServer:
     """A :class:`UvicornServer` for an app made by :func:`~datafn.server.create_app`.
 
     ``host``/``port`` default to the ``server.host``/``server.port`` settings; ``options`` go to
-    :class:`uvicorn.Config`.
+    :class:`uvicorn.Config`. ``freeze_gc`` (for a process that only serves, as ``datafn
+    serve``) moves everything alive at start-up out of the garbage collector's generations.
     """
     datafn: DatafnServer = app.state.datafn
     settings = datafn.settings
@@ -93,4 +103,4 @@ def uvicorn_server(
         timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout)),
         **options,
     )
-    return UvicornServer(config, datafn)
+    return UvicornServer(config, datafn, freeze_gc=freeze_gc)

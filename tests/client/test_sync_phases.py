@@ -635,3 +635,22 @@ async def test_a_failing_write_stops_the_clone_with_its_own_error_while_fetching
         assert [type(e) for e in raised] == [StoreError]  # its own error, not a group
         state = (await client.store.states(["todos"]))["todos"]
         assert state.hydration != "ready" and await client.table("todos").count() == 0
+
+
+async def test_the_pull_after_a_push_goes_past_max_pull_iterations_until_it_has_caught_up(
+    make_client: Callable[..., Client], server: FakeServer
+) -> None:
+    async with hosted(make_client(pull_batch_size=10, max_pull_iterations=2)) as client:
+        await client.sync.clone()
+        server.write("notes", "insert", "x", {"body": "older, theirs"})
+        for i in range(40):  # a backlog of other writers' changes, beyond 2 pulls of 10
+            server.write("notes", "insert", f"o{i:02}", {"body": "theirs"})
+        notes = client.table("notes")
+        await notes.replace({"id": "x", "body": "mine"})
+        report = await client.sync.push()
+        assert report.applied == 1
+        assert (await notes.get("x")) == {"id": "x", "body": "mine"}  # never the older state
+        assert await notes.count() == 41
+        status = await client.sync.status()
+        assert status.cursors["notes"] == 42 and status.pending_changes == 0
+        assert await client.store.get_meta("own_writes_unpulled") == "0"

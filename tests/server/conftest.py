@@ -158,7 +158,7 @@ def make_api() -> MakeApi:
 
 
 @contextmanager
-def live_server(app: Any, *, timeout: float = 10.0) -> Iterator[tuple[str, Any]]:
+def live_server(app: Any, *, timeout: float = 10.0, **options: Any) -> Iterator[tuple[str, Any]]:
     """Run ``app`` under uvicorn on a free loopback port in a thread.
 
     Yields ``(base_url, uvicorn_server)``; readiness is polled, never slept on.
@@ -169,7 +169,7 @@ def live_server(app: Any, *, timeout: float = 10.0) -> Iterator[tuple[str, Any]]
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn_server(app, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn_server(app, host="127.0.0.1", port=port, log_level="warning", **options)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

@@ -516,14 +516,14 @@ class SqlServerStore(ServerStore):
                     params,
                 ).scalar()
                 seq = int(found or 0)
-            # The rows as the driver gives them (in the same transaction): the texts go into
-            # the answer as they are, without a row object or a parse per record.
-            cursor = conn.connection.cursor()
+            # Executed through SQLAlchemy (its error handling and pool invalidation), the rows
+            # read as the driver gives them: the texts go into the answer as they are, with no
+            # row object and no parse per record.
+            result = conn.exec_driver_sql(sql, params)
             try:
-                cursor.execute(sql, params)
-                rows = cursor.fetchall()
+                rows = result.cursor.fetchall()
             finally:
-                cursor.close()
+                result.close()
         return seq, RecordTexts([row[0] for row in rows], [row[1] for row in rows])
 
     async def clone_page_at(

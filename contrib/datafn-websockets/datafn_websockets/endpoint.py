@@ -108,8 +108,9 @@ class RealtimeEndpoint:
                 del self.per_namespace[namespace]
 
     async def _serve(self, socket: WebSocket, namespace: str) -> None:
-        # One task per socket sends; everything it sends comes through its subscription (the
-        # hello answer too), so cursors go out in increasing order without a lock.
+        # One task per socket sends its cursors; every cursor comes through its subscription
+        # (the hello answer too), so they go out in increasing order without a lock. (Close
+        # frames are sent by whoever closes.)
         async with anyio.create_task_group() as tg, self.server.bus.subscribe(namespace) as sub:
 
             async def forward() -> None:
