@@ -23,6 +23,12 @@ def record_events(client: Client) -> list[Event]:
     return seen
 
 
+def write_todos(server: FakeServer, count: int, width: int = 1) -> None:
+    """Another writer's ``count`` todos ``t0``, ``t1``, … (ids zero-padded to ``width``)."""
+    for i in range(count):
+        server.write("todos", "insert", f"t{i:0{width}}", {"title": f"task {i}"})
+
+
 def names(events: list[Event]) -> list[tuple[str, str | None]]:
     return [(e.name, e.context.phase) for e in events if e.name.startswith("sync_")]
 
@@ -33,8 +39,7 @@ def names(events: list[Event]) -> list[tuple[str, str | None]]:
 async def test_clone_pages_with_progress_and_events(
     make_client: Callable[..., Client], server: FakeServer
 ) -> None:
-    for i in range(7):
-        server.write("todos", "insert", f"t{i}", {"title": f"task {i}"})
+    write_todos(server, 7)
     async with hosted(make_client(clone_page_size=3)) as client:
         events = record_events(client)
         report = await client.sync.clone()
@@ -53,8 +58,7 @@ async def test_clone_pages_with_progress_and_events(
 async def test_clone_resumes_after_the_last_applied_page(
     make_client: Callable[..., Client], server: FakeServer
 ) -> None:
-    for i in range(7):
-        server.write("todos", "insert", f"t{i}", {"title": f"task {i}"})
+    write_todos(server, 7)
     async with hosted(make_client(clone_page_size=3)) as client:
         server.faults["clone"] = [lambda p: server_ok(server, p), unreachable]
         with pytest.raises(TransportError):
@@ -91,8 +95,7 @@ def gate_applies(client: Client, gate: anyio.Event) -> list[int]:
 async def test_pages_fetched_before_a_failure_are_written_first(
     make_client: Callable[..., Client], server: FakeServer
 ) -> None:
-    for i in range(9):
-        server.write("todos", "insert", f"t{i}", {"title": f"task {i}"})
+    write_todos(server, 9)
     failed = anyio.Event()
 
     def fail(payload: Any) -> httpx.Response:
@@ -115,8 +118,7 @@ async def test_pages_fetched_before_a_failure_are_written_first(
 async def test_fetching_runs_at_most_clone_buffer_pages_ahead_of_the_writes(
     make_client: Callable[..., Client], server: FakeServer, buffer: int
 ) -> None:
-    for i in range(30):
-        server.write("todos", "insert", f"t{i:02}", {"title": f"task {i}"})
+    write_todos(server, 30, 2)
     async with hosted(make_client(clone_page_size=2, clone_buffer_pages=buffer)) as client:
         gate = anyio.Event()
         sizes = gate_applies(client, gate)
@@ -135,8 +137,7 @@ async def test_fetching_runs_at_most_clone_buffer_pages_ahead_of_the_writes(
 async def test_changes_made_during_the_clone_are_pulled_afterwards(
     make_client: Callable[..., Client], server: FakeServer
 ) -> None:
-    for i in range(6):
-        server.write("todos", "insert", f"t{i}", {"title": f"task {i}"})
+    write_todos(server, 6)
 
     def first_page_then_write(payload: Any) -> httpx.Response:
         response = server_ok(server, payload)
@@ -536,8 +537,7 @@ async def test_a_resource_reset_after_a_rejection_is_recloned_never_cloned_up(
 async def test_the_progress_total_is_the_server_count_asked_alongside_the_first_pages(
     make_client: Callable[..., Client], server: FakeServer
 ) -> None:
-    for i in range(9):
-        server.write("todos", "insert", f"t{i}", {"title": f"task {i}"})
+    write_todos(server, 9)
     async with hosted(make_client(clone_page_size=3)) as client:
         gate = anyio.Event()
         gate_applies(client, gate)
@@ -610,8 +610,7 @@ async def test_a_failing_write_stops_the_clone_with_its_own_error_while_fetching
 ) -> None:
     from datafn.errors import StoreError
 
-    for i in range(20):
-        server.write("todos", "insert", f"t{i:02}", {"title": f"task {i}"})
+    write_todos(server, 20, 2)
     async with hosted(make_client(clone_page_size=2, clone_buffer_pages=1)) as client:
         gate = anyio.Event()
 
