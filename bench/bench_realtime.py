@@ -8,6 +8,8 @@ in a child process and measures, from this process:
   message made it pull. Reported as p50/p95/p99 of (B has it) − (A's local write), with 1, 100
   and 1 000 sockets connected to the namespace (up to 5 full clients, the rest bare sockets that
   said hello and count the cursor messages they get: their latency is the fan-out latency).
+  The CPU column is the CPU time per write of the server process / of this process (the writer
+  and the full clients).
 * idle sockets: N sockets that said hello and stay open; the server process's RSS growth per
   socket.
 
@@ -148,12 +150,18 @@ def full_client(remote: str, name: str, ws: bool) -> Client:
     return Client(schema=SCHEMA, remote=remote, store="memory://", client_id=name, ws=ws)
 
 
-async def propagation(remote: str, sockets: int, writes: int) -> dict[str, Any]:
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+async def propagation(remote: str, pid: int, sockets: int, writes: int) -> dict[str, Any]:
     url = remote.replace("http://", "ws://") + "/ws"
     full = min(5, sockets)
     end_to_end: list[float] = []
     fan_out: list[float] = []
     started_at: dict[int, float] = {}
+    expected: list[str] = []  # the id of the record written last
     async with (
         full_client(remote, "writer", ws=False) as writer,
         contextlib.AsyncExitStack() as stack,
@@ -167,11 +175,12 @@ async def propagation(remote: str, sockets: int, writes: int) -> dict[str, Any]:
             reader.events.on("ws_connected", lambda event, c=connected: c.set())
 
             async def record(event: Event, r: Client = reader, s: dict[str, float] = seen) -> None:
-                if event.context.phase == "pull":
+                # a pull was applied: note when the record being waited for is in the local store
+                if event.context.phase == "pull" and expected and expected[-1] not in s:
                     heard = now()
-                    for row in await r.table("todos").query():
-                        s.setdefault(row["id"], heard)
-                    PROGRESS.poke()
+                    if await r.table("todos").get(expected[-1]) is not None:
+                        s[expected[-1]] = heard
+                        PROGRESS.poke()
 
             reader.events.on("sync_applied", record)
             await reader.sync.start()
@@ -186,9 +195,12 @@ async def propagation(remote: str, sockets: int, writes: int) -> dict[str, Any]:
             bare = BareSockets(process)
             with anyio.fail_after(120):
                 assert await bare.line() == "ready"
+        server, here = psutil.Process(pid), psutil.Process()
+        cpu_before = cpu_seconds(server), cpu_seconds(here)
         try:
             for n in range(writes):
                 record_id = f"todos:{sockets}-{n}"
+                expected.append(record_id)
                 started = now()
                 await writer.table("todos").insert({"id": record_id, "title": f"write {n}"})
                 report = await writer.sync.push()
@@ -199,6 +211,7 @@ async def propagation(remote: str, sockets: int, writes: int) -> dict[str, Any]:
                     if bare is not None:
                         await bare.until(report.cursor)
                 end_to_end += [seen[record_id] - started for seen in arrivals if record_id in seen]
+            cpu = (cpu_seconds(server) - cpu_before[0], cpu_seconds(here) - cpu_before[1])
             if bare is not None:
                 heard = await bare.arrivals()
                 for seq, started in started_at.items():
@@ -206,7 +219,12 @@ async def propagation(remote: str, sockets: int, writes: int) -> dict[str, Any]:
         finally:
             for reader in readers:
                 await reader.sync.stop()
-    return {"sockets": sockets, "end_to_end": end_to_end, "fan_out": fan_out}
+    return {
+        "sockets": sockets,
+        "end_to_end": end_to_end,
+        "fan_out": fan_out,
+        "cpu_per_write": [seconds / max(1, writes) for seconds in cpu],
+    }
 
 
 async def idle_sockets(remote: str, pid: int, count: int) -> tuple[int, float]:
@@ -251,6 +269,7 @@ def main() -> None:
         print("real-time benchmark (one server process, SQLite)")
         print(
             f"{'sockets':>8} | {'end to end p50/p95/p99 ms':>27} | {'fan-out p50/p95/p99 ms':>27}"
+            f" | {'CPU ms/write':>13}"
         )
         with ServerProcess(
             schema,
@@ -259,9 +278,11 @@ def main() -> None:
             env={"DATAFN_PLUGINS": "sqlmodel-server,websockets"},
         ) as server:
             for n in (int(x) for x in args.clients.split(",")):
-                result = anyio.run(propagation, server.remote, n, args.writes)
+                assert server.process is not None
+                result = anyio.run(propagation, server.remote, server.process.pid, n, args.writes)
                 fan = ms(result["fan_out"]) if result["fan_out"] else "(no bare sockets)".rjust(27)
-                print(f"{n:>8} | {ms(result['end_to_end']):>27} | {fan:>27}")
+                cpu = " / ".join(f"{seconds * 1000:4.1f}" for seconds in result["cpu_per_write"])
+                print(f"{n:>8} | {ms(result['end_to_end']):>27} | {fan:>27} | {cpu:>13}")
             assert server.process is not None
             held, per_socket = anyio.run(idle_sockets, server.remote, server.process.pid, args.idle)
         print(f"idle sockets held by one server process: {held}, {per_socket:.1f} KB each (RSS)")

@@ -16,7 +16,9 @@ A write (push or seed) runs in one transaction that first takes the namespace's 
 keeps it until it commits: ``BEGIN IMMEDIATE`` on SQLite (one writer per database, across
 processes), ``SELECT … FOR UPDATE`` of the counter row on PostgreSQL (one writer per
 namespace, across processes and machines). Commits therefore happen in seq order, which is the
-protocol's visibility rule. The synchronous engine runs in worker threads.
+protocol's visibility rule. The synchronous engine runs in worker threads, except the short
+reads of a pull or a cursor lookup on an SQLite file: those run on the calling thread (see
+:meth:`SqlServerStore._read_now`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -140,6 +143,10 @@ class SqlServerStore(ServerStore):
         # lock is cheaper than letting them spin on SQLITE_BUSY.
         self._write_lock = threading.Lock()
         self._statements: dict[Any, Any] = {}
+        # Short reads on an SQLite file go through a one-connection engine of their own, on
+        # the calling thread (the lock keeps a second thread off it: that one hops instead).
+        self._now_engine: Engine | None = None
+        self._now_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -149,11 +156,14 @@ class SqlServerStore(ServerStore):
 
     async def aclose(self) -> None:
         engine, self._engine = self._engine, None
-        if engine is not None:
-            await anyio.to_thread.run_sync(engine.dispose)
+        now_engine, self._now_engine = self._now_engine, None
+        for closing in (now_engine, engine):
+            if closing is not None:
+                await anyio.to_thread.run_sync(closing.dispose)
 
     def _open(self) -> None:
         url = sa.make_url(self.url)
+        now_engine: Engine | None = None
         if self.dialect == "sqlite":
             options: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 60}}
             if self._in_memory:
@@ -164,6 +174,14 @@ class SqlServerStore(ServerStore):
             engine = sa.create_engine(url, **options)
             sa.event.listen(engine, "connect", _sqlite_connect)
             sa.event.listen(engine, "begin", _sqlite_begin)
+            if not self._in_memory:
+                # timeout 0: a read that would wait for a lock fails at once (and hops)
+                now_engine = sa.create_engine(
+                    url,
+                    poolclass=StaticPool,
+                    connect_args={"check_same_thread": False, "timeout": 0},
+                )
+                sa.event.listen(now_engine, "connect", _sqlite_connect_reader)
         else:
             engine = sa.create_engine(
                 url,
@@ -175,8 +193,10 @@ class SqlServerStore(ServerStore):
             self._migrate(engine)
         except Exception:
             engine.dispose()
+            if now_engine is not None:
+                now_engine.dispose()
             raise
-        self._engine = engine
+        self._engine, self._now_engine = engine, now_engine
 
     def _migrate(self, engine: Engine) -> None:
         tables = self.tables
@@ -209,6 +229,32 @@ class SqlServerStore(ServerStore):
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(functools.partial(func, *args), limiter=self._limiter)
+
+    async def _read_now(self, func: Callable[..., T], *args: Any) -> T:
+        """Run a short, bounded read ``func(conn, *args)``.
+
+        On an SQLite file it runs on the calling thread: a reader in WAL mode never waits for
+        the writer, the read is a few index lookups, and the hop to a worker thread and back
+        costs more than the read itself (most of a pull's time on the server). When the
+        database is locked anyway (another process holding it exclusively, a recovery) or
+        another thread is using the reader connection, the read goes to a worker thread like
+        every read on PostgreSQL and on an in-memory SQLite database.
+        """
+        engine = self._now_engine
+        if engine is not None and self._now_lock.acquire(blocking=False):
+            try:
+                with engine.connect() as conn:
+                    return func(conn, *args)
+            except sa.exc.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+            finally:
+                self._now_lock.release()
+        return await self._run(self._in_read, func, *args)
+
+    def _in_read(self, func: Callable[..., T], *args: Any) -> T:
+        with self._read() as conn:
+            return func(conn, *args)
 
     @property
     def engine(self) -> Engine:
@@ -469,16 +515,13 @@ class SqlServerStore(ServerStore):
         return stmt
 
     def _changes_since(
-        self, namespace: str, cursors: Mapping[str, int], limit: int
+        self, conn: Connection, namespace: str, cursors: Mapping[str, int], limit: int
     ) -> list[Change]:
-        if not cursors or limit <= 0:
-            return []
         params: dict[str, Any] = {"ns": namespace, "lim": limit}
         for i, (resource, cursor) in enumerate(cursors.items()):
             params[f"r{i}"] = resource
             params[f"c{i}"] = cursor
-        with self._read() as conn:
-            rows = conn.exec_driver_sql(self._changes_statement(len(cursors)), params).fetchall()
+        rows = conn.exec_driver_sql(self._changes_statement(len(cursors)), params).fetchall()
         loads = orjson.loads
         return [
             Change(int(seq), resource, record_id, op, None if data is None else loads(data))
@@ -488,7 +531,9 @@ class SqlServerStore(ServerStore):
     async def changes_since(
         self, namespace: str, cursors: Mapping[str, int], limit: int
     ) -> list[Change]:
-        return await self._run(self._changes_since, namespace, cursors, limit)
+        if not cursors or limit <= 0:
+            return []
+        return await self._read_now(self._changes_since, namespace, cursors, limit)
 
     def _clone_page(
         self,
@@ -539,21 +584,22 @@ class SqlServerStore(ServerStore):
         _, rows = await self._run(self._clone_page, namespace, resource, after_id, limit)
         return rows
 
-    def _latest_seq(self, namespace: str, resources: Sequence[str]) -> dict[str, int]:
+    def _latest_seq(
+        self, conn: Connection, namespace: str, resources: Sequence[str]
+    ) -> dict[str, int]:
         changes = self.tables.changes
         out = {}
-        with self._read() as conn:
-            for resource in resources:
-                found = conn.execute(
-                    sa.select(sa.func.max(changes.c.seq)).where(
-                        changes.c.namespace == namespace, changes.c.resource == resource
-                    )
-                ).scalar()
-                out[resource] = int(found or 0)
+        for resource in resources:
+            found = conn.execute(
+                sa.select(sa.func.max(changes.c.seq)).where(
+                    changes.c.namespace == namespace, changes.c.resource == resource
+                )
+            ).scalar()
+            out[resource] = int(found or 0)
         return out
 
     async def latest_seq(self, namespace: str, resources: Sequence[str]) -> dict[str, int]:
-        return await self._run(self._latest_seq, namespace, resources)
+        return await self._read_now(self._latest_seq, namespace, resources)
 
     def _counts(self, namespace: str, resources: Sequence[str]) -> dict[str, int]:
         out = {}
@@ -572,16 +618,15 @@ class SqlServerStore(ServerStore):
     async def counts(self, namespace: str, resources: Sequence[str]) -> dict[str, int]:
         return await self._run(self._counts, namespace, resources)
 
-    def _namespace_seq(self, namespace: str) -> int:
+    def _namespace_seq(self, conn: Connection, namespace: str) -> int:
         counters = self.tables.counters
-        with self._read() as conn:
-            found = conn.execute(
-                sa.select(counters.c.seq).where(counters.c.namespace == namespace)
-            ).scalar()
+        found = conn.execute(
+            sa.select(counters.c.seq).where(counters.c.namespace == namespace)
+        ).scalar()
         return int(found or 0)
 
     async def namespace_seq(self, namespace: str) -> int:
-        return await self._run(self._namespace_seq, namespace)
+        return await self._read_now(self._namespace_seq, namespace)
 
 
 def _sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
@@ -595,6 +640,19 @@ def _sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.execute("PRAGMA busy_timeout=60000")
     finally:
         cursor.close()
+
+
+def _sqlite_connect_reader(dbapi_connection: Any, connection_record: Any) -> None:
+    # the reader of short reads: statements commit themselves (each read is one statement,
+    # one snapshot) and it can never write
+    dbapi_connection.isolation_level = None
+    dbapi_connection.execute("PRAGMA query_only=1")
+
+
+def _is_busy(exc: sa.exc.OperationalError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED (any extended code): the database was locked."""
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _sqlite_begin(conn: Connection) -> None:

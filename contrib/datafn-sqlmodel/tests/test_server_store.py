@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import anyio.to_thread
 import pytest
+import sqlalchemy as sa
 
-from datafn.schema import Schema
-from datafn.testing.server_store import MakeStore, ServerStoreSuite
+from datafn.schema import Schema, load_schema
+from datafn.testing.server_store import SCHEMA, MakeStore, ServerStoreSuite, pending
 from datafn_sqlmodel.server_store import SqlServerStore, records_table_name
 
 
@@ -51,3 +57,85 @@ def test_long_resource_names_get_short_unique_tables() -> None:
     a, b = "r" * 63, "r" * 62 + "s"
     assert len(records_table_name(a)) <= 63 and records_table_name(a) != records_table_name(b)
     assert records_table_name("todos") == "datafn_records_todos"
+
+
+@pytest.fixture
+async def sqlite_file_store(tmp_path: Path) -> AsyncIterator[SqlServerStore]:
+    store = SqlServerStore(f"sqlite:///{tmp_path / 'server.db'}", load_schema(SCHEMA))
+    await store.open()
+    await store.apply_push("ns", "c1", [pending("insert", "todos:1", {"title": "a"})])
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+async def test_short_reads_on_an_sqlite_file_stay_on_the_calling_thread(
+    sqlite_file_store: SqlServerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hops: list[object] = []
+
+    async def no_hop(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(func)
+        raise AssertionError("a short read went to a worker thread")
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", no_hop)
+    changes = await sqlite_file_store.changes_since("ns", {"todos": 0}, 10)
+    assert [(c.seq, c.id, c.data) for c in changes] == [
+        (1, "todos:1", {"id": "todos:1", "title": "a"})
+    ]
+    assert await sqlite_file_store.namespace_seq("ns") == 1
+    assert await sqlite_file_store.latest_seq("ns", ["todos", "notes"]) == {"todos": 1, "notes": 0}
+    assert hops == []
+
+
+async def test_a_short_read_that_finds_the_database_locked_waits_in_a_worker_thread(
+    sqlite_file_store: SqlServerStore,
+) -> None:
+    # On the calling thread a locked database fails at once (busy timeout 0) instead of
+    # blocking the event loop; the read is then done again in a worker thread, which waits.
+    caller = threading.get_ident()
+    threads: list[bool] = []
+
+    def read(conn: Any) -> int:
+        threads.append(threading.get_ident() == caller)
+        if threads[-1]:
+            locked = sqlite3.OperationalError("database is locked")
+            locked.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+            raise sa.exc.OperationalError("SELECT 1", None, locked)
+        return int(conn.exec_driver_sql("SELECT seq FROM datafn_counters").scalar_one())
+
+    assert await sqlite_file_store._read_now(read) == 1
+    assert threads == [True, False]
+
+
+async def test_other_errors_of_a_short_read_are_raised(sqlite_file_store: SqlServerStore) -> None:
+    def read(conn: Any) -> None:
+        conn.exec_driver_sql("SELECT * FROM no_such_table")
+
+    with pytest.raises(sa.exc.OperationalError, match="no such table"):
+        await sqlite_file_store._read_now(read)
+
+
+async def test_the_reader_of_short_reads_cannot_write(
+    sqlite_file_store: SqlServerStore,
+) -> None:
+    def write(conn: Any) -> None:
+        conn.exec_driver_sql("DELETE FROM datafn_counters")
+
+    with pytest.raises(sa.exc.OperationalError, match="readonly"):
+        await sqlite_file_store._read_now(write)
+    assert await sqlite_file_store.namespace_seq("ns") == 1
+
+
+async def test_a_short_read_hops_while_another_thread_has_the_reader(
+    sqlite_file_store: SqlServerStore,
+) -> None:
+    caller = threading.get_ident()
+
+    def read(conn: Any) -> bool:
+        return threading.get_ident() == caller
+
+    assert await sqlite_file_store._read_now(read) is True
+    with sqlite_file_store._now_lock:  # as when a store is shared by two event loops
+        assert await sqlite_file_store._read_now(read) is False
