@@ -309,22 +309,26 @@ class SqlServerStore(ServerStore):
         return int(row)
 
     def _set_counter(self, conn: Connection, namespace: str, seq: int) -> None:
-        counters = self.tables.counters
-        conn.execute(counters.update().where(counters.c.namespace == namespace).values(seq=seq))
+        p = self._param
+        conn.exec_driver_sql(
+            f"UPDATE datafn_counters SET seq = {p('seq')} WHERE namespace = {p('ns')}",
+            {"seq": seq, "ns": namespace},
+        )
 
     def _load(
         self, conn: Connection, namespace: str, keys: Mapping[str, set[str]]
     ) -> dict[tuple[str, str], dict[str, Any] | None]:
         existing: dict[tuple[str, str], dict[str, Any] | None] = {}
         for resource, ids in keys.items():
-            table = self._records(resource)
+            table = self._records(resource).name
             id_list = list(ids)
             for start in range(0, len(id_list), 500):
-                chunk = id_list[start : start + 500]
-                rows = conn.execute(
-                    sa.select(table.c.id, table.c.data).where(
-                        table.c.namespace == namespace, table.c.id.in_(chunk)
-                    )
+                params: dict[str, Any] = {"ns": namespace}
+                among = self._among("id", id_list[start : start + 500], params)
+                rows = conn.exec_driver_sql(
+                    f'SELECT id, data FROM "{table}" '
+                    f"WHERE namespace = {self._param('ns')} AND id {among}",
+                    params,
                 )
                 for record_id, data in rows:
                     existing[(resource, record_id)] = orjson.loads(data)
@@ -335,6 +339,15 @@ class SqlServerStore(ServerStore):
 
     def _param(self, name: str) -> str:
         return f"%({name})s" if self.dialect == "postgresql" else f":{name}"
+
+    def _among(self, name: str, values: Sequence[str], params: dict[str, Any]) -> str:
+        """``IN (…)`` of text ``values`` for driver SQL, binding them into ``params``."""
+        if self.dialect == "postgresql":
+            params[name] = list(values)
+            return f"= ANY(%({name})s::text[])"
+        names = [f"{name}{i}" for i in range(len(values))]
+        params.update(zip(names, values, strict=True))
+        return "IN (" + ", ".join(f":{n}" for n in names) + ")"
 
     def _bulk_insert(
         self,
@@ -431,19 +444,20 @@ class SqlServerStore(ServerStore):
     def _apply_push(
         self, namespace: str, client_id: str, mutations: Sequence[PendingMutation]
     ) -> PushOutcome:
-        idem = self.tables.idempotency
+        p = self._param
 
         def work(conn: Connection) -> PushOutcome:
             before = self._lock_counter(conn, namespace)
             mids = list({m.mutation_id for m in mutations})
             replays: dict[str, Any] = {}
             for start in range(0, len(mids), 500):
-                rows = conn.execute(
-                    sa.select(idem.c.mutation_id, idem.c.outcome).where(
-                        idem.c.namespace == namespace,
-                        idem.c.client_id == client_id,
-                        idem.c.mutation_id.in_(mids[start : start + 500]),
-                    )
+                params: dict[str, Any] = {"ns": namespace, "client": client_id}
+                among = self._among("mid", mids[start : start + 500], params)
+                rows = conn.exec_driver_sql(
+                    "SELECT mutation_id, outcome FROM datafn_idempotency "
+                    f"WHERE namespace = {p('ns')} AND client_id = {p('client')} "
+                    f"AND mutation_id {among}",
+                    params,
                 )
                 replays.update({mid: orjson.loads(outcome) for mid, outcome in rows})
             existing = self._load(conn, namespace, touched_keys(mutations))
@@ -587,14 +601,14 @@ class SqlServerStore(ServerStore):
     def _latest_seq(
         self, conn: Connection, namespace: str, resources: Sequence[str]
     ) -> dict[str, int]:
-        changes = self.tables.changes
+        p = self._param
+        sql = (
+            "SELECT max(seq) FROM datafn_changes "
+            f"WHERE namespace = {p('ns')} AND resource = {p('res')}"
+        )
         out = {}
         for resource in resources:
-            found = conn.execute(
-                sa.select(sa.func.max(changes.c.seq)).where(
-                    changes.c.namespace == namespace, changes.c.resource == resource
-                )
-            ).scalar()
+            found = conn.exec_driver_sql(sql, {"ns": namespace, "res": resource}).scalar()
             out[resource] = int(found or 0)
         return out
 
@@ -619,9 +633,9 @@ class SqlServerStore(ServerStore):
         return await self._run(self._counts, namespace, resources)
 
     def _namespace_seq(self, conn: Connection, namespace: str) -> int:
-        counters = self.tables.counters
-        found = conn.execute(
-            sa.select(counters.c.seq).where(counters.c.namespace == namespace)
+        found = conn.exec_driver_sql(
+            f"SELECT seq FROM datafn_counters WHERE namespace = {self._param('ns')}",
+            {"ns": namespace},
         ).scalar()
         return int(found or 0)
 
