@@ -8,7 +8,9 @@
   that most kills land inside a clone), then pull;
 - ``finish``: finish a clone that was interrupted, then pull.
 
-Prints one JSON line when the client is open (``{"ready": …}``) and one when done.
+Prints one JSON line when the client is open (``{"ready": …}``), one per clone page received
+(``{"page": n}``, so that the test can kill it in the middle of a clone whatever the machine's
+speed) and one when done.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from __future__ import annotations
 import json
 import sys
 
+from typing import Any
+
 import anyio
 
 from datafn import Client
+from datafn.plugin import hookimpl
 
 SCHEMA = {
     "resources": [
@@ -40,6 +45,19 @@ def say(**data: object) -> None:
     print(json.dumps(data), flush=True)
 
 
+class ClonePages:
+    """Tells the test about every clone page that arrived."""
+
+    def __init__(self) -> None:
+        self.pages = 0
+
+    @hookimpl
+    def datafn_after_sync(self, phase: str, payload: Any, result: Any, context: Any) -> None:
+        if phase == "clone":
+            self.pages += 1
+            say(page=self.pages)
+
+
 async def main(mode: str, remote: str, store: str) -> None:
     async with Client(
         schema=SCHEMA,
@@ -49,6 +67,7 @@ async def main(mode: str, remote: str, store: str) -> None:
         use_env=False,
         push_batch_size=5,
         retry_base_delay=0.01,
+        plugins=[ClonePages()],
     ) as client:
         state = (await client.store.states(["items"]))["items"]
         say(ready=mode, hydration=state.hydration, after_id=state.clone_after_id)
