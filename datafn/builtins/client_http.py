@@ -2,16 +2,20 @@
 
 ``POST {remote}/{endpoint}`` with a JSON body (``GET`` for ``status``); connection failures,
 timeouts and bodies that are not JSON become :class:`~datafn.errors.TransportError`. The
-timeout is ``sync.request-timeout``; ``[tool.datafn.http]`` adds a bearer ``token`` and extra
-``headers``.
+timeout is ``sync.request-timeout``; ``[tool.datafn.http]`` adds a bearer ``token``, extra
+``headers`` and the largest answer read (``max-response-bytes``).
 
-Requests go straight to one pooled httpx transport (keep-alive connections): the protocol needs
-none of what ``httpx.AsyncClient`` adds on top (cookies, redirects, auth flows, environment
-proxies), and skipping it takes a quarter off the client's time per request.
+Requests go straight to one pooled httpx transport (keep-alive connections), without
+``httpx.AsyncClient``'s layer of cookies, redirects and auth flows, which the protocol does not
+use: that takes a quarter off the client's time per request. What that layer did that matters
+here is done once, for the one remote: the proxy from the environment (``HTTPS_PROXY``,
+``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) and Basic credentials written in the URL.
 """
 
 from __future__ import annotations
 
+import base64
+import urllib.request
 from typing import Any
 
 import httpx
@@ -21,23 +25,39 @@ from pydantic import BaseModel, ConfigDict, Field
 import datafn
 from datafn.client.transport import Transport
 from datafn.config import Config, SettingsRegistry
-from datafn.errors import TransportError
+from datafn.errors import TransportError, ValidationFailed
 from datafn.plugin import hookimpl
 from datafn.registry import Registry
 
-__all__ = ["HttpSettings", "HttpTransport"]
+__all__ = ["HttpSettings", "HttpTransport", "environment_proxy"]
 
-#: The largest answer read (a clone page of ``maxLimit`` records fits many times over).
+#: Default of ``max-response-bytes``. A clone page or a pull page is at most 1 000 records by
+#: default; with records of up to 256 KB it fits.
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 
 
 class HttpSettings(BaseModel):
-    """``[tool.datafn.http]``: credentials and headers of the http transport."""
+    """``[tool.datafn.http]``: credentials, headers and bounds of the http transport."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     token: str | None = Field(None, description="sent as `Authorization: Bearer <token>`")
     headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+    max_response_bytes: int = Field(
+        MAX_RESPONSE_BYTES,
+        ge=1024 * 1024,
+        description="a larger answer fails with LIMIT_EXCEEDED (it is not retried)",
+    )
+
+
+def environment_proxy(url: httpx.URL) -> str | None:
+    """The proxy the environment names for ``url`` (``<scheme>_proxy``, then ``all_proxy``),
+    or None when there is none or ``no_proxy`` covers the host."""
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(url.host):
+        return None
+    return proxy
 
 
 class HttpTransport(Transport):
@@ -45,6 +65,7 @@ class HttpTransport(Transport):
 
     :param transport: an httpx transport to use instead of the network
         (``httpx.MockTransport(handler)``, ``httpx.ASGITransport(app)``).
+    :param max_response_bytes: the largest answer read (default: ``max-response-bytes``).
     """
 
     def __init__(
@@ -55,27 +76,36 @@ class HttpTransport(Transport):
         transport: httpx.AsyncBaseTransport | None = None,
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
+        max_response_bytes: int | None = None,
     ) -> None:
         self.remote = remote.rstrip("/")
-        all_headers: dict[str, str] = {}
+        section = HttpSettings()
         if config is not None:
             timeout = timeout or config.sync.request_timeout
             try:
-                section: HttpSettings = config.section("http")
+                section = config.section("http")
             except Exception:
                 section = HttpSettings()
-            all_headers.update(section.headers)
-            if section.token:
-                all_headers["authorization"] = f"Bearer {section.token}"
-        all_headers.update(headers or {})
+        self.max_response_bytes = max_response_bytes or section.max_response_bytes
+        url = httpx.URL(self.remote)
         self._headers = httpx.Headers(
-            {"user-agent": f"datafn/{datafn.__version__}", "accept": "application/json"}
+            {
+                "user-agent": f"datafn/{datafn.__version__}",
+                "accept": "application/json",
+                "accept-encoding": "gzip, deflate",
+            }
         )
-        self._headers.update(all_headers)
+        if url.username or url.password:
+            basic = base64.b64encode(f"{url.username}:{url.password}".encode()).decode()
+            self._headers["authorization"] = f"Basic {basic}"
+        self._headers.update(section.headers)
+        if section.token:
+            self._headers["authorization"] = f"Bearer {section.token}"
+        self._headers.update(headers or {})
         self._post_headers = self._headers.copy()
         self._post_headers["content-type"] = "application/json"
         self._extensions = {"timeout": httpx.Timeout(timeout or 30.0).as_dict()}
-        self._transport = transport or httpx.AsyncHTTPTransport()
+        self._transport = transport or httpx.AsyncHTTPTransport(proxy=environment_proxy(url))
 
     async def request(self, endpoint: str, payload: Any) -> Any:
         url = f"{self.remote}/{endpoint}"
@@ -89,16 +119,16 @@ class HttpTransport(Transport):
                 headers=self._post_headers,
                 extensions=self._extensions,
             )
+        status = 0
         try:
             response = await self._transport.handle_async_request(request)
+            status = response.status_code
             try:
-                content = await _read(response, url)
+                content = await self._read(response, url)
             finally:
                 await response.aclose()
-        except httpx.TimeoutException as exc:
-            raise TransportError(f"{url} timed out ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:
-            raise TransportError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+            raise _failure(url, status, exc) from exc
         try:
             return orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -107,29 +137,43 @@ class HttpTransport(Transport):
                 http_status=response.status_code,
             ) from None
 
+    async def _read(self, response: httpx.Response, url: str) -> bytes:
+        """The body, decoded; an answer above ``max_response_bytes`` is refused."""
+        limit = self.max_response_bytes
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_big(url, limit)
+        chunks = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise _too_big(url, limit)
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
     async def aclose(self) -> None:
         await self._transport.aclose()
 
 
-async def _read(response: httpx.Response, url: str) -> bytes:
-    """The body, decoded; an answer above :data:`MAX_RESPONSE_BYTES` is refused."""
-    declared = response.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-        raise TransportError(
-            f"{url} answered with {declared} bytes, more than {MAX_RESPONSE_BYTES}",
-            http_status=response.status_code,
+def _failure(url: str, status: int, exc: httpx.HTTPError) -> TransportError:
+    if isinstance(exc, httpx.TimeoutException):
+        return TransportError(f"{url} timed out ({type(exc).__name__})")
+    if isinstance(exc, httpx.DecodingError):
+        return TransportError(
+            f"{url} answered HTTP {status} with a body that cannot be decoded: {exc}",
+            http_status=status,
         )
-    chunks = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise TransportError(
-                f"{url} answered with more than {MAX_RESPONSE_BYTES} bytes",
-                http_status=response.status_code,
-            )
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return TransportError(f"cannot reach {url}: {type(exc).__name__}: {exc}")
+
+
+def _too_big(url: str, limit: int) -> ValidationFailed:
+    """Not a transport failure: the same answer would come again, so it is not retried."""
+    return ValidationFailed(
+        f"{url} answered with more than {limit} bytes ([tool.datafn.http] max-response-bytes)",
+        code="LIMIT_EXCEEDED",
+        details={"limit": limit},
+    )
 
 
 @hookimpl

@@ -11,15 +11,16 @@ import pytest
 import respx
 
 import datafn
-from datafn import TransportError
-from datafn.builtins import client_http
-from datafn.builtins.client_http import HttpTransport
+from datafn import TransportError, ValidationFailed
+from datafn.builtins.client_http import HttpTransport, environment_proxy
 
 REMOTE = "http://sync.test/datafn"
 
 
-def answering(handler: Any) -> HttpTransport:
-    return HttpTransport(REMOTE, transport=httpx.MockTransport(handler), headers={"x-app": "t"})
+def answering(handler: Any, **options: Any) -> HttpTransport:
+    return HttpTransport(
+        REMOTE, transport=httpx.MockTransport(handler), headers={"x-app": "t"}, **options
+    )
 
 
 async def test_a_request_posts_json_with_the_configured_headers() -> None:
@@ -41,7 +42,53 @@ async def test_a_request_posts_json_with_the_configured_headers() -> None:
     assert request.headers["content-type"] == "application/json"
     assert request.headers["user-agent"] == f"datafn/{datafn.__version__}"
     assert request.headers["x-app"] == "t"
+    assert request.headers["accept-encoding"] == "gzip, deflate"
+    assert request.extensions["timeout"] == {
+        "connect": 30.0,
+        "read": 30.0,
+        "write": 30.0,
+        "pool": 30.0,
+    }
     await transport.aclose()
+
+
+async def test_credentials_in_the_url_are_sent_as_basic_auth() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ok": True, "result": {}})
+
+    transport = HttpTransport(
+        "http://app:s%40cret@sync.test/datafn", transport=httpx.MockTransport(handler)
+    )
+    await transport.request("pull", {})
+    assert seen[0].headers["authorization"] == "Basic YXBwOnNAY3JldA=="  # app:s@cret
+
+
+@pytest.mark.parametrize(
+    ("environment", "url", "proxy"),
+    [
+        ({}, "https://sync.test/datafn", None),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "https://sync.test/datafn", "http://proxy:3128"),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "http://sync.test/datafn", None),
+        ({"ALL_PROXY": "http://proxy:3128"}, "http://sync.test/datafn", "http://proxy:3128"),
+        (
+            {"HTTP_PROXY": "http://proxy:3128", "NO_PROXY": "sync.test"},
+            "http://sync.test/datafn",
+            None,
+        ),
+    ],
+)
+def test_the_proxy_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], url: str, proxy: str | None
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        for spelling in (name, name.lower()):
+            monkeypatch.delenv(spelling, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert environment_proxy(httpx.URL(url)) == proxy
 
 
 async def test_status_is_a_get_without_a_body() -> None:
@@ -91,30 +138,50 @@ async def test_an_answer_that_is_not_json_names_its_status() -> None:
     assert caught.value.http_status == 502
 
 
-async def test_an_answer_declared_too_big_is_refused_unread(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(client_http, "MAX_RESPONSE_BYTES", 100)
+class Body(httpx.AsyncByteStream):
+    """A streamed body (no content-length) that records whether it was closed."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.closed = False
+
+    async def __aiter__(self) -> Any:
+        for chunk in self.chunks:
+            yield chunk
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_an_answer_declared_too_big_is_refused_unread() -> None:
+    body = Body([b"{}"])
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=b"x" * 101)
+        return httpx.Response(200, headers={"content-length": str(2**21)}, stream=body)
 
-    with pytest.raises(TransportError, match="101 bytes, more than 100"):
-        await answering(handler).request("clone", {})
+    with pytest.raises(ValidationFailed, match="more than 1048576 bytes") as caught:
+        await answering(handler, max_response_bytes=2**20).request("clone", {})
+    assert caught.value.code == "LIMIT_EXCEEDED"  # not a transport failure: never retried
+    assert body.closed
 
 
-async def test_a_streamed_answer_is_cut_off_at_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client_http, "MAX_RESPONSE_BYTES", 100)
-
-    async def chunks() -> Any:
-        for _ in range(10):
-            yield b"x" * 30
+async def test_a_streamed_answer_is_cut_off_at_the_limit() -> None:
+    body = Body([b"x" * 2**19] * 3)
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=chunks())  # no content-length: chunked
+        return httpx.Response(200, stream=body)
 
-    with pytest.raises(TransportError, match="more than 100 bytes"):
-        await answering(handler).request("clone", {})
+    with pytest.raises(ValidationFailed, match="more than 1048576 bytes"):
+        await answering(handler, max_response_bytes=2**20).request("clone", {})
+    assert body.closed
+
+
+async def test_an_answer_that_cannot_be_decoded_names_its_status() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Body([b"not gzip"]), headers={"content-encoding": "gzip"})
+
+    with pytest.raises(TransportError, match="HTTP 200 with a body that cannot be decoded"):
+        await answering(handler).request("pull", {})
 
 
 async def test_over_the_network_stack() -> None:
