@@ -179,7 +179,7 @@ async def propagation(remote: str, pid: int, sockets: int, writes: int) -> dict[
                 if event.context.phase == "pull" and expected and expected[-1] not in s:
                     heard = now()
                     if await r.table("todos").get(expected[-1]) is not None:
-                        s[expected[-1]] = heard
+                        s.setdefault(expected[-1], heard)
                         PROGRESS.poke()
 
             reader.events.on("sync_applied", record)

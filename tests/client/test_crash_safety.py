@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,40 +31,79 @@ ITERATIONS = 15
 WORKER = Path(crash_worker.__file__)
 
 
-def start_worker(mode: str, remote: str, store: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFN_")}
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), mode, remote, store],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+class Worker:
+    """A crash worker process; its lines are read with a deadline, so a stuck worker fails the
+    test instead of hanging it (its stderr goes to a file, which never fills a pipe)."""
+
+    def __init__(self, mode: str, remote: str, store: str, log: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFN_")}
+        self.log = log
+        with log.open("w") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, str(WORKER), mode, remote, store],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env=env,
+            )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        with self.process.stdout:
+            for line in self.process.stdout:
+                self.lines.put(line)
+        self.lines.put(None)
+
+    def wait(self) -> int:
+        """Wait for the process and its reader (which closes the pipe); the exit code."""
+        code = self.process.wait(timeout=60)
+        self.reader.join(timeout=60)
+        return code
+
+    def message(self, timeout: float = 60) -> dict[str, Any] | None:
+        """The next JSON line, or None when the worker has ended."""
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            self.process.kill()
+            raise AssertionError(f"the worker said nothing for {timeout} s") from None
+        return None if line is None else json.loads(line)  # type: ignore[no-any-return]
+
+    def ready(self) -> dict[str, Any]:
+        message = self.message()
+        if message is None:
+            raise AssertionError(f"the worker died before it was ready: {self.log.read_text()}")
+        return message
+
+    def until(self, **expected: Any) -> None:
+        """Read until a message with ``expected`` (the worker ending first fails)."""
+        while (message := self.message()) is not None:
+            if all(message.get(k) == v for k, v in expected.items()):
+                return
+        raise AssertionError(f"the worker ended before {expected}: {self.log.read_text()}")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.wait()
 
 
-def ready(process: subprocess.Popen[str]) -> dict[str, Any]:
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        raise AssertionError(f"the worker died before it was ready: {process.stderr.read()}")  # type: ignore[union-attr]
-    return json.loads(line)  # type: ignore[no-any-return]
-
-
-def run_to_end(mode: str, remote: str, store: str) -> None:
-    process = start_worker(mode, remote, store)
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 0, err
-    assert '"done"' in out
+def run_to_end(mode: str, remote: str, store: str, tmp: Path) -> None:
+    worker = Worker(mode, remote, store, tmp / f"{mode}.log")
+    worker.ready()
+    worker.until(done=mode)
+    assert worker.wait() == 0, worker.log.read_text()
 
 
 def kill_at_random(
-    mode: str, remote: str, store: str, rng: random.Random, most: float
+    mode: str, remote: str, store: str, rng: random.Random, most: float, tmp: Path
 ) -> dict[str, Any]:
-    process = start_worker(mode, remote, store)
-    info = ready(process)
+    worker = Worker(mode, remote, store, tmp / f"{mode}.log")
+    info = worker.ready()
     time.sleep(rng.uniform(0, most))
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=30)
+    worker.kill()
     return info
 
 
@@ -71,30 +112,26 @@ PAGE = 1_000  # sync.clone-page-size
 
 
 def clone_until_killed(
-    remote: str, store: str, rng: random.Random
+    remote: str, store: str, rng: random.Random, tmp: Path
 ) -> tuple[dict[str, Any], bool]:
-    """Start a clone and SIGKILL it once a random number of its pages have arrived: enough that
-    a page is written (the fetcher runs at most ``clone-buffer-pages`` ahead of the writer),
-    at least two pages before its end. A clone with too few pages left runs to its end.
-    Returns the worker's ready line and whether it was killed."""
-    process = start_worker("clone", remote, store)
-    info = ready(process)
+    """Start a clone and SIGKILL it once a random number of its pages have arrived, at least
+    two pages before its end. A fresh clone is killed only after a page is surely written: the
+    fetcher runs at most BUFFER_PAGES ahead of the writer, which takes what has arrived in one
+    transaction, so when page BUFFER_PAGES + 3 arrives two batches were taken and the first is
+    committed. A resumed clone has its pages already and may be killed at any page. A clone
+    with too few pages left runs to its end. Returns the worker's ready line and whether it was
+    killed."""
+    worker = Worker("clone", remote, store, tmp / "clone.log")
+    info = worker.ready()
     after = info["after_id"] if info["hydration"] == "hydrating" else None
     left = SEEDED - int(after[1:]) - 1 if after and after.startswith("s") else SEEDED
-    first = 1 if after else 7
+    first = 1 if after else crash_worker.BUFFER_PAGES + 3
     if left // PAGE - 2 < first:
-        out, err = process.communicate(timeout=120)
-        assert process.returncode == 0 and '"done"' in out, err
+        worker.until(done="clone")
+        assert worker.wait() == 0, worker.log.read_text()
         return info, False
-    target = rng.randint(first, left // PAGE - 2)
-    assert process.stdout is not None
-    for line in process.stdout:
-        if json.loads(line).get("page") == target:
-            break
-    else:
-        raise AssertionError(f"the clone ended before page {target}: {process.stderr.read()}")  # type: ignore[union-attr]
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=30)
+    worker.until(page=rng.randint(first, left // PAGE - 2))
+    worker.kill()
     return info, True
 
 
@@ -114,13 +151,13 @@ def test_push_killed_at_random_points_loses_and_duplicates_nothing(tmp_path: Pat
     db_path = tmp_path / "client.db"
     store = f"sqlite:///{db_path}"
     with ServerProcess(tmp_path / "server", crash_worker.SCHEMA) as server:
-        run_to_end("setup", server.remote, store)
+        run_to_end("setup", server.remote, store, tmp_path)
         total = crash_worker.RECORDS + crash_worker.MERGES
         assert pending(db_path) == total
         for _ in range(ITERATIONS):
-            kill_at_random("push", server.remote, store, rng, most=0.5)
+            kill_at_random("push", server.remote, store, rng, most=0.5, tmp=tmp_path)
         assert server.change_count() > 0 or pending(db_path) == total
-        run_to_end("push", server.remote, store)
+        run_to_end("push", server.remote, store, tmp_path)
 
         expected = {
             f"r{i:02}": {"id": f"r{i:02}", "n": i, "title": "v-"}
@@ -148,7 +185,7 @@ def test_clone_killed_at_random_points_resumes_and_misses_nothing(tmp_path: Path
             kills = 0
             killed = False
             for it in range(ITERATIONS):
-                info, was_killed = clone_until_killed(server.remote, store, rng)
+                info, was_killed = clone_until_killed(server.remote, store, rng, tmp_path)
                 if killed:  # the clone the kill interrupted resumes after its last page
                     assert info["hydration"] == "hydrating" and info["after_id"] is not None
                 killed = was_killed
@@ -178,5 +215,5 @@ def test_clone_killed_at_random_points_resumes_and_misses_nothing(tmp_path: Path
                 body = http.post("push", json={"clientId": "other", "mutations": mutations}).json()
                 assert body["ok"] and body["result"]["ok"], body
         assert kills >= ITERATIONS // 2
-        run_to_end("finish", server.remote, store)
+        run_to_end("finish", server.remote, store, tmp_path)
         assert local_records(db_path, "items") == server.records("items")

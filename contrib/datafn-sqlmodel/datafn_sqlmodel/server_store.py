@@ -51,6 +51,10 @@ FORMAT_VERSION = 1
 
 T = TypeVar("T")
 
+#: The most changes a pull reads on the calling thread; a longer answer is read in a worker
+#: thread (what blocks the event loop stays small whatever the pull's limit).
+NOW_ROWS = 64
+
 
 def records_table_name(resource: str) -> str:
     """``datafn_records_<resource>``, shortened with a hash past PostgreSQL's 63 characters."""
@@ -157,9 +161,14 @@ class SqlServerStore(ServerStore):
     async def aclose(self) -> None:
         engine, self._engine = self._engine, None
         now_engine, self._now_engine = self._now_engine, None
-        for closing in (now_engine, engine):
-            if closing is not None:
-                await anyio.to_thread.run_sync(closing.dispose)
+        if now_engine is not None:
+            await anyio.to_thread.run_sync(self._dispose_now, now_engine)
+        if engine is not None:
+            await anyio.to_thread.run_sync(engine.dispose)
+
+    def _dispose_now(self, engine: Engine) -> None:
+        with self._now_lock:  # not while another thread reads through it
+            engine.dispose()
 
     def _open(self) -> None:
         url = sa.make_url(self.url)
@@ -234,8 +243,9 @@ class SqlServerStore(ServerStore):
         """Run a short, bounded read ``func(conn, *args)``.
 
         On an SQLite file it runs on the calling thread: a reader in WAL mode never waits for
-        the writer, the read is a few index lookups, and the hop to a worker thread and back
-        costs more than the read itself (most of a pull's time on the server). When the
+        the writer, the read is a few index lookups (at most :data:`NOW_ROWS` changes), and
+        the hop to a worker thread and back costs more than the read itself (most of a pull's
+        time on the server). When the
         database is locked anyway (another process holding it exclusively, a recovery) or
         another thread is using the reader connection, the read goes to a worker thread like
         every read on PostgreSQL and on an in-memory SQLite database.
@@ -547,7 +557,14 @@ class SqlServerStore(ServerStore):
     ) -> list[Change]:
         if not cursors or limit <= 0:
             return []
-        return await self._read_now(self._changes_since, namespace, cursors, limit)
+        if self._now_engine is None or limit <= NOW_ROWS:
+            return await self._read_now(self._changes_since, namespace, cursors, limit)
+        # a pull after a notification finds a few changes: read at most NOW_ROWS on this
+        # thread, and only when there are more, the whole answer in a worker thread
+        changes = await self._read_now(self._changes_since, namespace, cursors, NOW_ROWS)
+        if len(changes) < NOW_ROWS:
+            return changes
+        return await self._run(self._in_read, self._changes_since, namespace, cursors, limit)
 
     def _clone_page(
         self,

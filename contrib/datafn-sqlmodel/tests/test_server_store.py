@@ -8,13 +8,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
 import pytest
 import sqlalchemy as sa
 
 from datafn.schema import Schema, load_schema
 from datafn.testing.server_store import SCHEMA, MakeStore, ServerStoreSuite, pending
-from datafn_sqlmodel.server_store import SqlServerStore, records_table_name
+from datafn_sqlmodel.server_store import NOW_ROWS, SqlServerStore, records_table_name
 
 
 class TestSqliteServerStore(ServerStoreSuite):
@@ -70,16 +69,23 @@ async def sqlite_file_store(tmp_path: Path) -> AsyncIterator[SqlServerStore]:
         await store.aclose()
 
 
+def hops_of(store: SqlServerStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The reads ``store`` hands to a worker thread from now on (by function name)."""
+    hops: list[str] = []
+    run = store._run
+
+    async def counted(func: Any, *args: Any) -> Any:
+        hops.append(getattr(args[0], "__name__", "?") if func == store._in_read else func.__name__)
+        return await run(func, *args)
+
+    monkeypatch.setattr(store, "_run", counted)
+    return hops
+
+
 async def test_short_reads_on_an_sqlite_file_stay_on_the_calling_thread(
     sqlite_file_store: SqlServerStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hops: list[object] = []
-
-    async def no_hop(func: Any, *args: Any, **kwargs: Any) -> Any:
-        hops.append(func)
-        raise AssertionError("a short read went to a worker thread")
-
-    monkeypatch.setattr(anyio.to_thread, "run_sync", no_hop)
+    hops = hops_of(sqlite_file_store, monkeypatch)
     changes = await sqlite_file_store.changes_since("ns", {"todos": 0}, 10)
     assert [(c.seq, c.id, c.data) for c in changes] == [
         (1, "todos:1", {"id": "todos:1", "title": "a"})
@@ -87,6 +93,25 @@ async def test_short_reads_on_an_sqlite_file_stay_on_the_calling_thread(
     assert await sqlite_file_store.namespace_seq("ns") == 1
     assert await sqlite_file_store.latest_seq("ns", ["todos", "notes"]) == {"todos": 1, "notes": 0}
     assert hops == []
+
+
+async def test_a_long_pull_is_read_in_a_worker_thread(
+    sqlite_file_store: SqlServerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await sqlite_file_store.apply_push(
+        "ns", "c1", [pending("insert", f"todos:m{i:03}", {"title": "m"}) for i in range(NOW_ROWS)]
+    )
+    hops = hops_of(sqlite_file_store, monkeypatch)
+    few = await sqlite_file_store.changes_since("ns", {"todos": NOW_ROWS - 10}, 1000)
+    assert [c.seq for c in few] == list(range(NOW_ROWS - 9, NOW_ROWS + 2)) and hops == []
+    # more than NOW_ROWS changes: the first NOW_ROWS on this thread tell, then the whole
+    # answer comes from a worker thread
+    many = await sqlite_file_store.changes_since("ns", {"todos": 0}, 1000)
+    assert [c.seq for c in many] == list(range(1, NOW_ROWS + 2))
+    assert hops == ["_changes_since"]
+    # a limit of at most NOW_ROWS is read on this thread whatever there is
+    assert len(await sqlite_file_store.changes_since("ns", {"todos": 0}, NOW_ROWS)) == NOW_ROWS
+    assert hops == ["_changes_since"]
 
 
 async def test_a_short_read_that_finds_the_database_locked_waits_in_a_worker_thread(
