@@ -8,10 +8,12 @@ process included, so local and remote sockets are woken the same way. Select it 
     database = "postgresql+psycopg://user@host/db"
     notification-bus = "postgresql"          # or a URL of its own: "postgresql://…"
 
-If the listening connection drops, the bus reconnects with backoff; notifications sent while
-it was away are lost, so after a reconnect it wakes every local subscriber with the latest seq
-it knows (clients compare that to their cursor and pull if they are behind) — nothing is missed
-for long, and nothing wrong is announced because a cursor message only ever causes a pull.
+If the listening connection drops, the bus reconnects with backoff. Notifications sent while it
+was away are lost, so once it listens again it reads the current seq of every namespace it has
+subscribers for from the SQL store's counters (when the bus shares the store's database) and
+delivers them: a socket whose client is behind gets a cursor message and pulls, so a write made
+during the outage reaches the sockets without waiting for the next one. Nothing wrong is
+announced: a cursor message only ever causes a pull, and subscribers skip seqs they have sent.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ log = logging.getLogger("datafn.sqlmodel.bus")
 
 CHANNEL = "datafn_cursor"
 _MAX_NAMESPACE_BYTES = 4000  # pg_notify payloads must stay under 8000 bytes
+_CATCH_UP_CHUNK = 1000  # namespaces per counter query after a reconnect
 
 
 def _dsn(url: str) -> str:
@@ -101,11 +104,10 @@ class PostgresNotificationBus(NotificationBus):
         delay = 0.1
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                async with await self._connect_listener() as conn:
                     await conn.execute(f"LISTEN {self.channel}")
-                    if self._listening.is_set():  # a reconnect: wake everyone up once
-                        for namespace, seq in list(self._latest.items()):
-                            self._offer(namespace, seq)
+                    if self._listening.is_set():  # a reconnect: deliver what was missed
+                        await self._catch_up(conn)
                     self._listening.set()
                     delay = 0.1
                     async for note in conn.notifies():
@@ -116,6 +118,28 @@ class PostgresNotificationBus(NotificationBus):
                 log.warning("notification listener lost its connection: %s", exc)
             await anyio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+    async def _connect_listener(self) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+
+    async def _catch_up(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """After a reconnect (already listening, so nothing falls between): the current seq of
+        every namespace with a local subscriber, read from the store's counters, and the latest
+        seqs this bus knew, to every subscriber."""
+        namespaces = {s.namespace for s in self._subscriptions if s.namespace is not None}
+        names = sorted(namespaces | set(self._latest))
+        current: dict[str, int] = {}
+        try:
+            for start in range(0, len(names), _CATCH_UP_CHUNK):
+                cursor = await conn.execute(
+                    "SELECT namespace, seq FROM datafn_counters WHERE namespace = ANY(%s)",
+                    (names[start : start + _CATCH_UP_CHUNK],),
+                )
+                current.update({str(ns): int(seq) for ns, seq in await cursor.fetchall()})
+        except psycopg.Error as exc:  # a database of its own, without the store's tables
+            log.warning("no seqs to catch up with after a reconnect: %s", exc)
+        for namespace, seq in {**self._latest, **current}.items():
+            self._offer(namespace, seq)
 
 
 @hookimpl
