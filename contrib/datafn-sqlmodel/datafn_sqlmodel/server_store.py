@@ -245,10 +245,10 @@ class SqlServerStore(ServerStore):
         On an SQLite file it runs on the calling thread: a reader in WAL mode never waits for
         the writer, the read is a few index lookups (at most :data:`NOW_ROWS` changes), and
         the hop to a worker thread and back costs more than the read itself (most of a pull's
-        time on the server). When the
-        database is locked anyway (another process holding it exclusively, a recovery) or
-        another thread is using the reader connection, the read goes to a worker thread like
-        every read on PostgreSQL and on an in-memory SQLite database.
+        time on the server). When the database is locked anyway (another process holding it
+        exclusively, a recovery) or another thread is using the reader connection, the read
+        goes to a worker thread, like every read on PostgreSQL and on an in-memory SQLite
+        database.
         """
         engine = self._now_engine
         if engine is not None and self._now_lock.acquire(blocking=False):
