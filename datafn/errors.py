@@ -16,7 +16,8 @@ Every exception datafn raises derives from :class:`DatafnError`::
     │   ├── NotFound                 NOT_FOUND
     │   ├── Conflict                 CONFLICT
     │   ├── ServiceUnavailable       SERVICE_UNAVAILABLE
-    │   └── TransportError           TRANSPORT_ERROR (client side: the server could not be reached)
+    │   ├── TransportError           TRANSPORT_ERROR (client side: the server could not be reached)
+    │   └── SchemaMismatch           the server's schema is incompatible (client side only)
     ├── StoreError                   a local or server store failed
     └── Veto                         raised by a before-sync policy to abort an operation
 
@@ -41,6 +42,7 @@ __all__ = [
     "PluginError",
     "ProtocolError",
     "SchemaError",
+    "SchemaMismatch",
     "ServiceUnavailable",
     "StoreError",
     "SyncVetoed",
@@ -242,6 +244,17 @@ class TransportError(ProtocolError):
 
     code = "TRANSPORT_ERROR"
     http_status = 0
+
+
+class SchemaMismatch(ProtocolError):
+    """The server's schema is not compatible with the client's (client side only): nothing is
+    synced, and no local write is dropped, until one side is migrated.
+
+    ``details["differences"]`` lists what differs, one sentence each.
+    """
+
+    code = "SCHEMA_MISMATCH"
+    http_status = 409
 
 
 class StoreError(DatafnError):

@@ -33,7 +33,8 @@ EVENT_NAMES = frozenset(
         "ws_connected",  # the real-time channel opened
         "ws_disconnected",  # the real-time channel closed: error, delay
         "mutation_applied",  # a local write committed: resource, record_id, operation
-        "mutation_rejected",  # the server refused a mutation for good: error, mutation_id
+        "mutation_rejected",  # refused for good (or a dead letter): error, mutation_id
+        "mutation_discarded",  # the app discarded a queued write or dead letter: mutation_id
         "plugin_error",  # a fail-open hook implementation failed: plugin, error
     }
 )

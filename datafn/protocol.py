@@ -255,6 +255,8 @@ class StatusResult(WireModel):
     capabilities: list[str]
     limits: dict[str, int]
     server_time_ms: int
+    #: the server's schema (datafn servers send it; the original does not)
+    server_schema: dict[str, Any] | None = Field(default=None, alias="schema")
 
 
 class CloneResult(WireModel):

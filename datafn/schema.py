@@ -48,6 +48,7 @@ __all__ = [
     "canonical_json",
     "check_json_value",
     "load_schema",
+    "schema_differences",
 ]
 
 #: Longest record id accepted anywhere.
@@ -615,6 +616,44 @@ class Schema(_SchemaModel):
     def hash(self) -> str:
         """``"sha256:<hex>"`` of the canonical JSON of :meth:`to_dict`."""
         return "sha256:" + hashlib.sha256(canonical_json(self.to_dict())).hexdigest()
+
+
+def schema_differences(client: Schema, server: Schema) -> list[str]:
+    """What keeps a client with schema ``client`` from syncing safely with a server that has
+    schema ``server``, one sentence each; empty when they are compatible.
+
+    Compatible means: every record the client may write is accepted by the server, and every
+    record the server holds is one the client can keep. Additions on the server are compatible
+    when they are optional (not required, or with a default): the client keeps such fields as
+    they come and never writes them. Constraints other than type and presence (enum, min/max,
+    lengths, pattern) are the server's to enforce and are not compared.
+    """
+    problems: list[str] = []
+    for mine in client.resources:
+        if mine.is_remote_only:
+            continue
+        if not server.has_resource(mine.name):
+            problems.append(f"the server has no resource {mine.name!r}")
+            continue
+        theirs = server.resource(mine.name)
+        if theirs.is_remote_only:
+            problems.append(f"resource {mine.name!r} is remote-only on the server")
+            continue
+        for field in mine.fields:
+            other = theirs.field(field.name)
+            where = f"{mine.name}.{field.name}"
+            if other is None:
+                problems.append(f"the server has no field {where}")
+            elif other.type != field.type:
+                problems.append(f"{where} is a {other.type} on the server and a {field.type} here")
+            elif field.required and not other.required and not other.has_default:
+                problems.append(f"{where} is required here but optional on the server")
+        for other in theirs.fields:
+            if mine.field(other.name) is None and other.required and not other.has_default:
+                problems.append(
+                    f"the server requires {mine.name}.{other.name}, which this schema lacks"
+                )
+    return problems
 
 
 # --------------------------------------------------------------------------- loading

@@ -8,6 +8,7 @@ Each method runs without awaiting in between, which makes every method one trans
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from datafn.client.store import (
     ResourceState,
     apply_operation,
     matches,
+    replay,
     sort_records,
 )
 from datafn.errors import Conflict, StoreError
@@ -45,6 +47,10 @@ class MemoryClientStore(ClientStore):
         self._states: dict[str, ResourceState] = {}
         self._meta: dict[str, str] = {}
         self._mutation_ids: set[str] = set()
+        #: the base of each record with queued writes, kept on its oldest entry (seq → record)
+        self._base: dict[int, dict[str, Any] | None] = {}
+        self._dead: dict[int, ChangelogEntry] = {}
+        self._by_record: dict[tuple[str, str], list[int]] = {}
         self._local = {r.name for r in (schema.resources if schema else ()) if not r.is_remote_only}
 
     def _table(self, resource: str) -> dict[str, dict[str, Any]]:
@@ -78,6 +84,20 @@ class MemoryClientStore(ClientStore):
         ids = sorted(i for i in self._table(resource) if after_id is None or i > after_id)
         return [copy.deepcopy(self._table(resource)[i]) for i in ids[:limit]]
 
+    async def unsynced_records(
+        self, resource: str, after_id: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        table = self._table(resource)
+        ids = sorted(i for i in table if after_id is None or i > after_id)[:limit]
+        out: list[dict[str, Any]] = []
+        for record_id in ids:
+            queued = self._queued_of(resource, record_id)
+            if not queued:
+                out.append(copy.deepcopy(table[record_id]))
+            elif self._base.get(queued[0].seq) is not None:
+                out.append(copy.deepcopy(self._base[queued[0].seq]))  # type: ignore[arg-type]
+        return out, (ids[-1] if len(ids) == limit else None)
+
     async def write(self, write: LocalWrite) -> tuple[dict[str, Any] | None, ChangelogEntry]:
         table = self._table(write.resource)
         current = table.get(write.record_id)
@@ -96,11 +116,15 @@ class MemoryClientStore(ClientStore):
             version=write.version,
             guard=copy.deepcopy(write.guard),
         )
+        if not self._queued_of(write.resource, write.record_id):
+            # the first queued write of the record: what it replaces is the server's state
+            self._base[entry.seq] = copy.deepcopy(current)
         if after is None:
             table.pop(write.record_id, None)
         else:
             table[write.record_id] = after
         self._changelog[entry.seq] = entry
+        self._by_record.setdefault((entry.resource, entry.record_id), []).append(entry.seq)
         self._mutation_ids.add(entry.mutation_id)
         return copy.deepcopy(after), entry
 
@@ -115,11 +139,93 @@ class MemoryClientStore(ClientStore):
     async def pending_count(self) -> int:
         return len(self._changelog)
 
+    # -- bases: the server's last known state of records with queued writes --------------------
+
+    def _queued_of(self, resource: str, record_id: str) -> list[ChangelogEntry]:
+        return [self._changelog[seq] for seq in self._by_record.get((resource, record_id), ())]
+
+    def _take(self, seq: int) -> tuple[ChangelogEntry, bool, dict[str, Any] | None]:
+        """Remove a queued entry; return it with its record's base (known?, base), the base
+        being handed to the record's next oldest queued entry."""
+        entry = self._changelog[seq]
+        queued = self._queued_of(entry.resource, entry.record_id)
+        oldest = queued[0].seq
+        known = oldest in self._base
+        base = self._base.pop(oldest, None)
+        for other in queued:
+            if other.seq != oldest:
+                self._base.pop(other.seq, None)
+        del self._changelog[seq]
+        key = (entry.resource, entry.record_id)
+        self._by_record[key].remove(seq)
+        if not self._by_record[key]:
+            del self._by_record[key]
+        self._mutation_ids.discard(entry.mutation_id)
+        return entry, known, base
+
+    def _set_base(self, resource: str, record_id: str, known: bool, base: Any) -> None:
+        queued = self._queued_of(resource, record_id)
+        if queued and known:
+            self._base[queued[0].seq] = copy.deepcopy(base)
+
     async def acknowledge(self, seqs: Sequence[int]) -> None:
+        for seq in sorted(seqs):
+            if seq not in self._changelog:
+                continue
+            entry, known, base = self._take(seq)
+            after = apply_operation(base, entry.operation, entry.record_id, entry.record)
+            self._set_base(entry.resource, entry.record_id, known, after)
+
+    def _refuse(self, seqs: Sequence[int]) -> tuple[list[ChangelogEntry], set[str]]:
+        removed: list[ChangelogEntry] = []
+        unknown: set[str] = set()
+        for seq in sorted(seqs):
+            if seq not in self._changelog:
+                continue
+            entry, known, base = self._take(seq)
+            removed.append(entry)
+            if not known:
+                unknown.add(entry.resource)
+                continue
+            self._set_base(entry.resource, entry.record_id, known, base)
+            after = replay(base, self._queued_of(entry.resource, entry.record_id))
+            table = self._table(entry.resource)
+            if after is None:
+                table.pop(entry.record_id, None)
+            else:
+                table[entry.record_id] = after
+        return removed, unknown
+
+    async def reject(self, seqs: Sequence[int]) -> set[str]:
+        return self._refuse(seqs)[1]
+
+    async def dead_letter(self, seqs: Sequence[int], error: str) -> set[str]:
+        removed, unknown = self._refuse(seqs)
+        for entry in removed:
+            self._dead[entry.seq] = dataclasses.replace(entry, state="dead", last_error=error)
+        return unknown
+
+    async def dead_letters(self) -> list[ChangelogEntry]:
+        return [copy.deepcopy(e) for _, e in sorted(self._dead.items())]
+
+    async def discard(self, mutation_id: str) -> tuple[ChangelogEntry | None, set[str]]:
+        for seq, entry in list(self._dead.items()):
+            if entry.mutation_id == mutation_id:
+                del self._dead[seq]
+                return entry, set()
+        for seq, entry in list(self._changelog.items()):
+            if entry.mutation_id == mutation_id:
+                _, unknown = self._refuse([seq])
+                return entry, unknown
+        return None, set()
+
+    async def record_attempt(self, seqs: Sequence[int], error: str | None) -> None:
         for seq in seqs:
-            entry = self._changelog.pop(seq, None)
+            entry = self._changelog.get(seq)
             if entry is not None:
-                self._mutation_ids.discard(entry.mutation_id)
+                self._changelog[seq] = dataclasses.replace(
+                    entry, attempts=entry.attempts + 1, last_error=error
+                )
 
     def _state(self, resource: str) -> ResourceState:
         return self._states.setdefault(resource, ResourceState(resource))
@@ -127,11 +233,17 @@ class MemoryClientStore(ClientStore):
     async def states(self, resources: Sequence[str]) -> dict[str, ResourceState]:
         return {r: copy.copy(self._state(r)) for r in resources}
 
-    def _rebase(self, resource: str, ids: set[str] | None) -> None:
+    def _rebase(self, resource: str, ids: set[str] | None, *, server: bool) -> None:
+        """Apply the queued entries of these records (None: of the resource) on top again.
+        With ``server``, the records hold server data now: it becomes their base."""
         table = self._table(resource)
-        for entry in self._changelog.values():
+        first: set[str] = set()
+        for entry in list(self._changelog.values()):
             if entry.resource != resource or (ids is not None and entry.record_id not in ids):
                 continue
+            if server and entry.record_id not in first:
+                first.add(entry.record_id)
+                self._base[entry.seq] = copy.deepcopy(table.get(entry.record_id))
             after = apply_operation(
                 table.get(entry.record_id), entry.operation, entry.record_id, entry.record
             )
@@ -139,6 +251,14 @@ class MemoryClientStore(ClientStore):
                 table.pop(entry.record_id, None)
             else:
                 table[entry.record_id] = after
+
+    def _server_record(self, resource: str, record_id: str) -> dict[str, Any] | None:
+        """The record as the server last had it: its base when it has queued writes (and the
+        base is known), else the local record."""
+        queued = self._queued_of(resource, record_id)
+        if queued and queued[0].seq in self._base:
+            return copy.deepcopy(self._base[queued[0].seq])
+        return self._table(resource).get(record_id)
 
     async def apply_pull(self, page: PullPage) -> None:
         for resource in (*page.records, *page.merged, *page.deleted, *page.cursors):
@@ -152,9 +272,8 @@ class MemoryClientStore(ClientStore):
         for resource, deltas in page.merged.items():
             table = self._table(resource)
             for delta in deltas:
-                table[delta["id"]] = (
-                    apply_operation(table.get(delta["id"]), "merge", delta["id"], delta) or {}
-                )
+                base = self._server_record(resource, delta["id"])
+                table[delta["id"]] = apply_operation(base, "merge", delta["id"], delta) or {}
                 touched.setdefault(resource, set()).add(delta["id"])
         for resource, ids in page.deleted.items():
             table = self._table(resource)
@@ -165,7 +284,7 @@ class MemoryClientStore(ClientStore):
             state = self._state(resource)
             state.cursor = max(state.cursor, cursor)
         for resource, touched_ids in touched.items():
-            self._rebase(resource, touched_ids)
+            self._rebase(resource, touched_ids, server=True)
 
     async def apply_clone_page(
         self,
@@ -181,12 +300,15 @@ class MemoryClientStore(ClientStore):
         if start_cursor is not None:
             if reset:
                 table.clear()
+                for entry in self._changelog.values():  # known again page by page
+                    if entry.resource == resource:
+                        self._base.pop(entry.seq, None)
             state.hydration = "hydrating"
             state.clone_cursor = start_cursor
         for record in records:
             table[record["id"]] = copy.deepcopy(record)
         state.clone_after_id = after_id
-        self._rebase(resource, {r["id"] for r in records})
+        self._rebase(resource, {r["id"] for r in records}, server=True)
 
     async def finish_clone(self, resource: str) -> None:
         state = self._state(resource)
@@ -194,7 +316,13 @@ class MemoryClientStore(ClientStore):
         state.hydration = "ready"
         state.clone_after_id = None
         state.clone_cursor = None
-        self._rebase(resource, None)
+        # records with queued writes that no clone page brought are absent on the server
+        for entry in self._changelog.values():
+            if entry.resource == resource:
+                oldest = self._queued_of(resource, entry.record_id)[0].seq
+                if oldest == entry.seq and entry.seq not in self._base:
+                    self._base[entry.seq] = None
+        self._rebase(resource, None, server=False)
 
     async def reset_hydration(self, resource: str) -> None:
         state = self._state(resource)

@@ -15,13 +15,22 @@ phase by implementing the hook and returning a result. What each phase guarantee
   up, the pages are gathered and applied in one transaction (own acknowledged writes may lie
   above the cursors; see ``OWN_WRITES_UNPULLED``).
 - **push**: the changelog in order, ``push-batch-size`` per request, transient failures retried
-  with backoff; only the prefix that was applied or refused for good is acknowledged. A push
-  never moves a cursor: after one that applied anything the engine pulls (the server's copies
-  of the writes come back like any other change), and after one whose ``cursorBefore`` shows
+  with backoff. Every write with a final outcome leaves the queue (applied: acknowledged;
+  refused: taken out of the local view); retryable failures stay queued in order. A whole
+  batch refused for its content (a policy's veto, a ``DFQL_*`` answer) is sent write by write
+  and the writes refused alone become dead letters, so one bad write never blocks the queue.
+  Before a push is sent the store records that its outcome is in doubt; until an answer
+  arrives no server data is applied (pulls and clones push first), so a write the server
+  applied without the client hearing of it is never applied twice locally. A push never
+  moves a cursor: after one that applied anything the engine pulls (the server's copies of
+  the writes come back like any other change), and after one whose ``cursorBefore`` shows
   other writers it pulls too.
-- **clone_up**: every local record uploaded as a ``replace`` whose mutation id is derived from
-  (client, resource, id, record), so a re-run after a crash applies nothing twice; the
-  changelog entries it covered are acknowledged, then the resources are cloned.
+- **clone_up**: for resources never synced that hold local data. Records no queued write
+  accounts for are uploaded as ``insert`` with a mutation id derived from (client, resource,
+  record), so a re-run after a crash applies nothing twice and no other client's data is
+  overwritten; then the queued writes are pushed as themselves (own mutation ids and guards),
+  then the resources are cloned. A resource one of whose writes may have reached the server
+  is never cloned up again: it is marked for a clone before that push is sent.
 - **reconcile**: push and pull first, then compare counts and re-clone what differs.
 - **seed**: the server-side seeding call.
 - **loop**: ``sync_all`` (cloneUp/clone/pull/push), then the triggers until stopped.
@@ -56,6 +65,7 @@ from datafn.errors import (
     Conflict,
     DatafnError,
     ProtocolError,
+    SyncVetoed,
     TransportError,
     error_from_envelope,
 )
@@ -442,69 +452,178 @@ def _server_error(error: Any) -> ProtocolError:
     )
 
 
+def _describe_error(error: BaseException) -> str:
+    code = getattr(error, "code", type(error).__name__)
+    return f"{code}: {error}"
+
+
+#: Codes of a whole push refused for what its mutations hold (not for who sent it, nor for
+#: the server's state): the batch is split to find the write at fault, which becomes a dead
+#: letter instead of blocking every write behind it.
+_CONTENT_CODES = frozenset(
+    {
+        "DFQL_INVALID",
+        "DFQL_UNKNOWN_RESOURCE",
+        "DFQL_UNKNOWN_FIELD",
+        "DFQL_UNSUPPORTED",
+        "SCHEMA_INVALID",
+        "LIMIT_EXCEEDED",
+    }
+)
+
+
+#: Refusals that a change of the server's schema would explain.
+_SCHEMA_CODES = frozenset(
+    {"DFQL_INVALID", "DFQL_UNKNOWN_RESOURCE", "DFQL_UNKNOWN_FIELD", "SCHEMA_INVALID"}
+)
+
+
 async def _settle(
     engine: SyncEngine,
     entries: Sequence[ChangelogEntry],
     result: PushResult,
     rejected: list[RejectedMutation],
-) -> tuple[list[int], ProtocolError | None]:
-    """The acknowledged prefix of ``entries``, and the retryable error that ended it."""
+) -> ProtocolError | None:
+    """Apply a push answer to the queue; return the retryable error that stops the push.
+
+    Every write with a final outcome leaves the queue, in any position: applied ones are
+    acknowledged, refused ones are taken out of the local view (their records go back to the
+    server's last known state with the other queued writes on top). Writes that failed with a
+    retryable error stay queued in order and are sent again; writes the answer does not
+    mention stay in doubt (they may have been applied).
+    """
     applied = set(result.applied)
     errors = {e.mutation_id: e for e in result.errors}
     done: list[int] = []
+    refused: list[ChangelogEntry] = []
+    kept: list[int] = []
+    stop: ProtocolError | None = None
+    unreported = False
     for entry in entries:
         if entry.mutation_id in applied:
             done.append(entry.seq)
             continue
         error = errors.get(entry.mutation_id)
         if error is None:
-            return done, ProtocolError(
+            unreported = True
+            kept.append(entry.seq)
+            stop = stop or ProtocolError(
                 f"the server did not report mutation {entry.mutation_id!r}",
                 code="MUTATION_FAILED",
             )
+            continue
         if error.retryable:
-            return done, _server_error(error)
-        done.append(entry.seq)
+            kept.append(entry.seq)
+            stop = stop or _server_error(error)
+            continue
+        refused.append(entry)
         failure = _server_error(error)
         rejected.append(
             RejectedMutation(
                 entry.mutation_id, entry.resource, entry.record_id, entry.operation, failure
             )
         )
+    store = engine.store
+    await store.acknowledge(done)
+    if kept:
+        await store.record_attempt(kept, _describe_error(stop) if stop is not None else None)
+    if not unreported:
+        await engine.set_in_doubt(False)
+    if any(item.error.code in _SCHEMA_CODES for item in rejected):
+        # refused as invalid: if the server's schema changed, the writes wait for a migration
+        # instead of being dropped (SchemaMismatch leaves them queued)
+        engine._schema_checked = False
+        await engine.check_schema()
+    unknown = await store.reject([e.seq for e in refused]) if refused else set()
+    for resource in unknown:  # written by an older store: the server's truth comes by clone
+        await store.reset_hydration(resource)
+    for item in rejected[len(rejected) - len(refused) :]:
         await engine.events.emit(
             "mutation_rejected",
-            resource=entry.resource,
-            record_id=entry.record_id,
-            operation=entry.operation,
-            mutation_id=entry.mutation_id,
-            error=failure,
+            resource=item.resource,
+            record_id=item.record_id,
+            operation=item.operation,
+            mutation_id=item.mutation_id,
+            error=item.error,
         )
-    return done, None
+    return stop
+
+
+async def _before_send(engine: SyncEngine, resources: Sequence[str]) -> None:
+    """What must be durable before a push may reach the server."""
+    store = engine.store
+    fresh = [r for r in resources if r not in engine._started]
+    if fresh:
+        # Once a write of a resource that was never hydrated may be on the server, its local
+        # records must come from a clone: cloneUp would upload them a second time.
+        for resource, state in (await store.states(fresh)).items():
+            if state.hydration == "notStarted":
+                await store.reset_hydration(resource)
+            engine._started.add(resource)
+    if await store.get_meta(OWN_WRITES_UNPULLED) != "1":
+        await store.set_meta(OWN_WRITES_UNPULLED, "1")
+    await engine.set_in_doubt(True)
+
+
+class _Refused(Exception):
+    """A whole push request was refused before anything of it was applied."""
+
+    def __init__(self, error: DatafnError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _refuses_content(error: DatafnError) -> bool:
+    """Whether a refusal is about what the writes hold (so one of them is at fault)."""
+    if isinstance(error, SyncVetoed):
+        return error.veto is not None and error.veto.code in _CONTENT_CODES
+    return isinstance(error, ProtocolError) and error.code in _CONTENT_CODES
 
 
 async def _push_batch(engine: SyncEngine, report: PushReport) -> bool:
-    """Push the oldest batch; False when the changelog is empty."""
+    """Push the oldest batch; False when the queue is empty."""
     entries = await engine.store.changelog(limit=engine.config.push_batch_size)
     if not entries:
+        await engine.settle_doubt()
         return False
+    try:
+        await _push_entries(engine, report, entries)
+    except _Refused as refused:
+        await _isolate(engine, report, entries, refused.error)
+    return True
+
+
+async def _push_entries(
+    engine: SyncEngine, report: PushReport, entries: Sequence[ChangelogEntry]
+) -> None:
     payload = {
         "clientId": engine.client_id,
         "mutations": [e.to_mutation(engine.client_id) for e in entries],
     }
     resources = sorted({e.resource for e in entries})
-    if await engine.store.get_meta(OWN_WRITES_UNPULLED) != "1":  # before anything can apply
-        await engine.store.set_meta(OWN_WRITES_UNPULLED, "1")
-    result = await engine.request("push", "push", payload, PushResult, resources=resources)
+
+    async def before_send(_payload: Any) -> None:
+        await _before_send(engine, resources)
+
+    try:
+        result = await engine.request(
+            "push", "push", payload, PushResult, resources=resources, on_send=before_send
+        )
+    except SyncVetoed as exc:
+        raise _Refused(exc) from exc
+    except ProtocolError as exc:
+        if not isinstance(exc, TransportError) and exc.code != "INTERNAL":
+            await engine.set_in_doubt(False)  # an answer came: the server applied nothing
+        if exc.code in _CONTENT_CODES:
+            raise _Refused(exc) from exc
+        await engine.store.record_attempt([e.seq for e in entries], _describe_error(exc))
+        raise
     report.batches += 1
     report.cursor = max(report.cursor, int(result.cursor))
     rejected: list[RejectedMutation] = []
-    done, stop = await _settle(engine, entries, result, rejected)
-    await engine.store.acknowledge(done)
-    report.applied += len(done) - len(rejected)
+    stop = await _settle(engine, entries, result, rejected)
+    report.applied += len(result.applied)
     report.rejected.extend(rejected)
-    for resource in {r.resource for r in rejected}:
-        # The local copy holds a write the server refused: fetch the server's truth again.
-        await engine.store.reset_hydration(resource)
     # The cursors do not move here: the server's copy of these writes may differ from the
     # local one (defaults of a merge that created a record, payloads replaced by policy
     # plugins on either side), so they come back through a pull like any other change.
@@ -513,7 +632,63 @@ async def _push_batch(engine: SyncEngine, report: PushReport) -> bool:
     engine.caught_up = int(result.cursor)
     if stop is not None:
         raise stop
-    return True
+
+
+async def _isolate(
+    engine: SyncEngine,
+    report: PushReport,
+    entries: Sequence[ChangelogEntry],
+    error: DatafnError,
+) -> None:
+    """A whole batch was refused (a policy's veto, or the server refusing what it holds):
+    send its writes one by one. A write refused alone becomes a dead letter when the refusal
+    is about its content, or when other writes of the batch went through alone; otherwise the
+    refusal is about pushing as such (a policy that freezes pushes) and every write stays
+    queued. One bad write never blocks the writes behind it."""
+    refused: list[tuple[ChangelogEntry, DatafnError]] = []
+    passed = False
+    if len(entries) == 1:
+        refused.append((entries[0], error))
+    else:
+        for entry in entries:
+            try:
+                await _push_entries(engine, report, [entry])
+            except _Refused as alone:
+                refused.append((entry, alone.error))
+            else:
+                passed = True
+    dead = [(e, err) for e, err in refused if passed or _refuses_content(err)]
+    for entry, reason in dead:
+        await _dead_letter(engine, report, entry, reason)
+    if not dead and not passed:
+        raise error
+
+
+async def _dead_letter(
+    engine: SyncEngine, report: PushReport, entry: ChangelogEntry, error: DatafnError
+) -> None:
+    unknown = await engine.store.dead_letter([entry.seq], _describe_error(error))
+    for resource in unknown:
+        await engine.store.reset_hydration(resource)
+    report.dead.append(
+        RejectedMutation(entry.mutation_id, entry.resource, entry.record_id, entry.operation, error)
+    )
+    log.warning(
+        "write %s (%s %s:%s) can never be sent and became a dead letter: %s",
+        entry.mutation_id,
+        entry.operation,
+        entry.resource,
+        entry.record_id,
+        error,
+    )
+    await engine.events.emit(
+        "mutation_rejected",
+        resource=entry.resource,
+        record_id=entry.record_id,
+        operation=entry.operation,
+        mutation_id=entry.mutation_id,
+        error=error,
+    )
 
 
 @hookimpl(trylast=True)
@@ -521,12 +696,10 @@ async def datafn_sync_push(engine: SyncEngine) -> PushReport:
     report = PushReport()
     while await engine.retrying("push", lambda: _push_batch(engine, report)):
         pass
-    if report.rejected:
-        recloned = [
-            r
-            for r, s in (await engine.store.states(engine.resources)).items()
-            if s.hydration != "ready"
-        ]
+    if report.rejected or report.dead:
+        # records of a store that predates bases are restored by a clone
+        states = await engine.store.states(engine.resources)
+        recloned = [r for r, s in states.items() if s.hydration == "hydrating"]
         if recloned:
             await engine.run_phase("clone", resources=recloned)
     return report
@@ -544,72 +717,87 @@ def clone_up_mutation_id(client_id: str, resource: str, record: dict[str, Any]) 
 
 
 async def _clone_up_resource(engine: SyncEngine, resource: str, report: CloneUpReport) -> None:
+    """Upload the records no queued write accounts for (data put into the local store by
+    other means than the client's writes, or the state such a record had before a queued
+    write), each as an ``insert`` with a mutation id derived from its content: a re-run after a
+    crash applies nothing twice, and no other client's data is overwritten."""
     store = engine.store
     version = engine.schema.resource(resource).version
-    covered: dict[str, list[int]] = {}
-    for entry in await store.changelog(resource=resource):
-        covered.setdefault(entry.record_id, []).append(entry.seq)
     after_id: str | None = None
-    uploaded = 0
     while True:
-        records = await store.records_after(resource, after_id, engine.config.push_batch_size)
-        if not records:
+        records, after_id = await store.unsynced_records(
+            resource, after_id, engine.config.push_batch_size
+        )
+        if records:
+            await _upload(engine, resource, version, records, report)
+        if after_id is None:
             break
-        mutations = [
-            {
-                "resource": resource,
-                "version": version,
-                "operation": "replace",
-                "id": record["id"],
-                "record": record,
-                "clientId": engine.client_id,
-                "mutationId": clone_up_mutation_id(engine.client_id, resource, record),
-            }
-            for record in records
-        ]
-        payload = {"clientId": engine.client_id, "mutations": mutations}
 
-        async def send(payload: dict[str, Any] = payload) -> None:
-            result = await engine.request(
-                "clone_up", "push", payload, PushResult, resources=[resource]
+
+async def _upload(
+    engine: SyncEngine,
+    resource: str,
+    version: int,
+    records: list[dict[str, Any]],
+    report: CloneUpReport,
+) -> None:
+    mutations = [
+        {
+            "resource": resource,
+            "version": version,
+            "operation": "insert",
+            "id": record["id"],
+            "record": record,
+            "clientId": engine.client_id,
+            "mutationId": clone_up_mutation_id(engine.client_id, resource, record),
+        }
+        for record in records
+    ]
+    payload = {"clientId": engine.client_id, "mutations": mutations}
+
+    async def send() -> None:
+        result = await engine.request("clone_up", "push", payload, PushResult, resources=[resource])
+        for error in result.errors:
+            if error.retryable:
+                raise _server_error(error)
+        by_mutation = {m["mutationId"]: m["id"] for m in mutations}
+        for error in result.errors:
+            record_id = by_mutation.get(error.mutation_id, "")
+            failure = _server_error(error)
+            report.rejected.append(
+                RejectedMutation(error.mutation_id, resource, record_id, "insert", failure)
             )
-            applied = set(result.applied)
-            for error in result.errors:
-                if error.retryable:
-                    raise _server_error(error)
-            by_mutation = {m["mutationId"]: m["id"] for m in payload["mutations"]}
-            for error in result.errors:
-                record_id = by_mutation.get(error.mutation_id, "")
-                failure = _server_error(error)
-                report.rejected.append(
-                    RejectedMutation(error.mutation_id, resource, record_id, "replace", failure)
-                )
-                await engine.events.emit(
-                    "mutation_rejected",
-                    resource=resource,
-                    record_id=record_id,
-                    operation="replace",
-                    mutation_id=error.mutation_id,
-                    error=failure,
-                )
-            report.uploaded[resource] = report.uploaded.get(resource, 0) + len(applied)
+            await engine.events.emit(
+                "mutation_rejected",
+                resource=resource,
+                record_id=record_id,
+                operation="insert",
+                mutation_id=error.mutation_id,
+                error=failure,
+            )
+        report.uploaded[resource] = report.uploaded.get(resource, 0) + len(result.applied)
 
-        await engine.retrying("clone_up", send)
-        acked = [seq for r in records for seq in covered.pop(r["id"], ())]
-        await store.acknowledge(acked)
-        uploaded += len(records)
-        after_id = records[-1]["id"]
+    await engine.retrying("clone_up", send)
 
 
 @hookimpl(trylast=True)
 async def datafn_sync_clone_up(engine: SyncEngine, resources: list[str]) -> CloneUpReport:
     report = CloneUpReport()
+    if not resources:
+        return report
+    states = await engine.store.states(resources)
     for resource in resources:
-        await _clone_up_resource(engine, resource, report)
-    if resources:
-        for resource in resources:
-            await engine.store.reset_hydration(resource)
-        await engine.run_phase("clone", resources=resources)
+        # a resource that left notStarted may have records from the server: never uploaded
+        if states[resource].hydration == "notStarted":
+            await _clone_up_resource(engine, resource, report)
+    # the queued writes go as themselves: their own mutation ids (a replay is recognised),
+    # their guards, in their order
+    pushed: PushReport = await engine.run_phase("push", resources=engine.resources)
+    report.rejected.extend(pushed.rejected)
+    report.rejected.extend(pushed.dead)
+    for resource in resources:
+        await engine.store.reset_hydration(resource)
+    await engine.run_phase("clone", resources=resources)
     return report
 
 

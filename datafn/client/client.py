@@ -83,7 +83,9 @@ class Table:
             )
         delta = self.spec.validate_record(dict(record), partial=True)
         current = await self._client.store.get(self.name, delta["id"]) or {"id": delta["id"]}
-        self.spec.validate_record({**current, **delta})
+        # fields the server added since (a compatible schema change) are kept as they came
+        known = {k: v for k, v in current.items() if k == "id" or self.spec.field(k) is not None}
+        self.spec.validate_record({**known, **delta})
         return _written(await self._write("merge", delta["id"], delta, guard))
 
     async def delete(self, record_id: str, *, guard: Mapping[str, Any] | None = None) -> None:

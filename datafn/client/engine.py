@@ -28,20 +28,23 @@ import anyio.abc
 import orjson
 
 from datafn.client.reports import CloneProgress, PushReport, SyncStatus
-from datafn.client.store import ClientStore
+from datafn.client.store import ChangelogEntry, ClientStore
 from datafn.client.transport import Transport
 from datafn.context import SyncContext
 from datafn.errors import (
     ConfigError,
+    Conflict,
     DatafnError,
     PluginError,
     ProtocolError,
+    SchemaError,
+    SchemaMismatch,
     ServiceUnavailable,
     TransportError,
 )
 from datafn.events import EventBus
-from datafn.protocol import WireModel, parse_envelope
-from datafn.schema import Schema
+from datafn.protocol import StatusResult, WireModel, parse_envelope
+from datafn.schema import Schema, schema_differences
 
 if TYPE_CHECKING:
     from datafn.runtime import Runtime
@@ -60,6 +63,15 @@ PHASES = ("seed", "clone", "pull", "push", "clone_up", "reconcile")
 _TRANSIENT_CODES = frozenset(
     {"TRANSPORT_ERROR", "SERVICE_UNAVAILABLE", "INTERNAL", "MUTATION_FAILED"}
 )
+
+#: Store metadata set before a push is sent and cleared once its answer has been applied: while
+#: set, the server may have applied writes that are still queued here, so nothing the server
+#: sends may be rebased under them (they would be applied twice locally). Pulls and clones
+#: push first to find out.
+PUSH_IN_DOUBT = "push_in_doubt"
+
+#: Phases that apply server data to the local store.
+_DOWNLOADS = frozenset({"pull", "clone"})
 
 #: Application signals accepted by :meth:`SyncEngine.notify`.
 SIGNALS = frozenset({"focus", "visibility", "online", "offline"})
@@ -146,6 +158,13 @@ class SyncEngine:
         self._scope: anyio.CancelScope | None = None
         self._stopped: anyio.Event | None = None
         self._seed_on_start: dict[str, list[dict[str, Any]]] | None = None
+        #: whether a push's outcome is unknown (PUSH_IN_DOUBT; None: not read from the store yet)
+        self._in_doubt: bool | None = None
+        self._stored_doubt = False
+        #: whether the server's schema was found compatible since the engine went online
+        self._schema_checked = False
+        #: resources known to have left ``notStarted`` (they never go back)
+        self._started: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -261,9 +280,15 @@ class SyncEngine:
             return await self.run_phase("clone", resources=await self._clone_targets(resources))
 
     async def pull(self, resources: Sequence[str] | None = None) -> Any:
-        """Pull changes since the per-resource cursors (default: every hydrated resource)."""
+        """Pull changes since the per-resource cursors (default: every local resource).
+
+        A resource that was never hydrated is hydrated first (cloneUp of data written before
+        any sync, then clone), so a pull never silently leaves it out.
+        """
         async with self._lock:
-            return await self.run_phase("pull", resources=self._targets(resources))
+            targets = self._targets(resources)
+            await self.hydrate_unlocked(targets)
+            return await self.run_phase("pull", resources=targets)
 
     async def push(self) -> PushReport:
         """Push the changelog; pulls afterwards when other writers were active."""
@@ -286,16 +311,23 @@ class SyncEngine:
             await self.sync_all_unlocked()
 
     async def sync_all_unlocked(self) -> None:
-        states = await self.store.states(self.resources)
+        self._schema_checked = False  # a full round (start, back online) looks again
+        await self.hydrate_unlocked(self.resources)
+        await self.run_phase("pull", resources=self.resources)
+        await self.push_unlocked()
+
+    async def hydrate_unlocked(self, resources: Sequence[str]) -> None:
+        """cloneUp the resources never synced that hold local data, clone every other one
+        that is not hydrated."""
+        states = await self.store.states(resources)
         fresh = [r for r, s in states.items() if s.hydration == "notStarted"]
         filled = [r for r in fresh if await self.store.count(r) > 0]
         if filled:
             await self.run_phase("clone_up", resources=filled)
-        unhydrated = await self._clone_targets(None)
+        states = await self.store.states(resources)
+        unhydrated = [r for r, s in states.items() if s.hydration != "ready"]
         if unhydrated:
             await self.run_phase("clone", resources=unhydrated)
-        await self.run_phase("pull", resources=self.resources)
-        await self.push_unlocked()
 
     async def start_lifecycle(self) -> None:
         """What the engine does when it starts, in the documented order: seed (when
@@ -354,6 +386,7 @@ class SyncEngine:
             state=state,  # type: ignore[arg-type]
             phase=self.phase,
             pending_changes=await self.store.pending_count(),
+            dead_letters=len(await self.store.dead_letters()),
             last_sync_at=self.last_sync_at,
             last_error=self.last_error,
             online=self.online,
@@ -395,6 +428,109 @@ class SyncEngine:
         """Called by the client after each committed local write."""
         self.local_writes.set()
 
+    async def pending(self) -> list[ChangelogEntry]:
+        """The write queue: queued writes in push order (``state="queued"``), then the dead
+        letters (``state="dead"``, never pushed again). Each entry has its mutation id,
+        resource, record id, operation, ``attempts`` and ``last_error``."""
+        return [*(await self.store.changelog()), *(await self.store.dead_letters())]
+
+    async def discard(self, mutation_id: str) -> ChangelogEntry:
+        """Remove a queued write or a dead letter. A queued write is taken out of the local
+        view: its record goes back to the server's last known state with the remaining
+        queued writes on top. Waits for a running sync operation to end.
+
+        :raises KeyError: no queued write or dead letter has this mutation id.
+        :raises Conflict: the write was sent and its outcome is not known yet (the server may
+            have applied it); push or sync first.
+        """
+        async with self._lock:
+            queued = {e.mutation_id: e for e in await self.store.changelog()}
+            entry = queued.get(mutation_id)
+            if entry is not None and entry.attempts and await self.in_doubt():
+                raise Conflict(
+                    f"write {mutation_id!r} was sent and its outcome is not known yet; "
+                    "push (or sync) first, then discard it if it is still queued",
+                    path="mutationId",
+                )
+            removed, unknown = await self.store.discard(mutation_id)
+            if removed is None:
+                raise KeyError(mutation_id)
+            for resource in unknown:
+                await self.store.reset_hydration(resource)
+            await self.events.emit(
+                "mutation_discarded",
+                resource=removed.resource,
+                record_id=removed.record_id,
+                operation=removed.operation,
+                mutation_id=removed.mutation_id,
+            )
+            return removed
+
+    async def in_doubt(self) -> bool:
+        """Whether a push was sent whose answer never arrived."""
+        if self._in_doubt is None:
+            self._in_doubt = self._stored_doubt = await self.store.get_meta(PUSH_IN_DOUBT) == "1"
+        return self._in_doubt
+
+    async def set_in_doubt(self, value: bool) -> None:
+        """Whether a push's outcome is unknown. Setting it is durable before the push is
+        sent; clearing it is kept in memory (a restart then pushes once before it pulls,
+        which costs a request and changes nothing) until :meth:`settle_doubt`."""
+        await self.in_doubt()
+        self._in_doubt = value
+        if value and not self._stored_doubt:
+            await self.store.set_meta(PUSH_IN_DOUBT, "1")
+            self._stored_doubt = True
+
+    async def settle_doubt(self) -> None:
+        """Clear the flag once nothing is queued: no write can be applied twice then."""
+        await self.in_doubt()
+        self._in_doubt = False
+        if self._stored_doubt:
+            await self.store.set_meta(PUSH_IN_DOUBT, "0")
+            self._stored_doubt = False
+
+    async def check_schema(self) -> None:
+        """Compare the server's schema with this client's: before the first sync operation,
+        at each full round (:meth:`sync_all`: start, back online) and before a write refused
+        as invalid is given up.
+
+        Equal hashes pass; otherwise the server's schema (datafn servers include it in
+        ``/status``) is compared with :func:`~datafn.schema.schema_differences`.
+
+        :raises SchemaMismatch: the schemas are incompatible; nothing is synced.
+        """
+        if self._schema_checked:
+            return
+        status: StatusResult = await self.request("status", "status", None, StatusResult)
+        if status.schema_hash != self.schema.hash:
+            problems: list[str] = []
+            if status.server_schema is None:
+                # a server that does not show its schema (the original) cannot be compared
+                log.warning(
+                    "the server's schema hash %s differs from this client's %s and the server "
+                    "does not show its schema; syncing without a compatibility check",
+                    status.schema_hash,
+                    self.schema.hash,
+                )
+            else:
+                try:
+                    server = Schema.from_dict(status.server_schema)
+                except (SchemaError, ProtocolError) as exc:
+                    problems.append(f"the server's schema cannot be read: {exc}")
+                else:
+                    problems = schema_differences(self.schema, server)
+            if problems:
+                raise SchemaMismatch(
+                    "the server's schema is not compatible with this client's: "
+                    + "; ".join(problems)
+                    + ". Nothing is synced and no local write is dropped until the client's "
+                    "schema is migrated (see docs/client.md, 'Evolving a schema').",
+                    path="schema",
+                    details={"differences": problems},
+                )
+        self._schema_checked = True
+
     async def quietly(self, operation: Callable[[], Awaitable[Any]]) -> Any:
         """Run an operation for a trigger: failures were reported as events; log and go on."""
         try:
@@ -422,23 +558,29 @@ class SyncEngine:
         self,
         phase: str,
         endpoint: str,
-        payload: dict[str, Any],
+        payload: dict[str, Any] | None,
         model: type[M],
         *,
         resources: Sequence[str] = (),
         parse: Callable[[Any], M] | None = None,
+        on_send: Callable[[Any], Awaitable[None]] | None = None,
     ) -> M:
         """Send one request of ``phase`` through the policy hooks and the transport.
 
         ``datafn_before_sync`` may replace or veto the payload (fail-closed, raises
         :class:`~datafn.errors.SyncVetoed`); ``datafn_after_sync`` observes the parsed result
         (fail-open). A :class:`~datafn.errors.TransportError` marks the client offline.
-        ``parse`` replaces :func:`~datafn.protocol.parse_envelope` for hot paths.
+        ``parse`` replaces :func:`~datafn.protocol.parse_envelope` for hot paths;
+        ``on_send(payload)`` runs after the policies accepted the payload, right before it is
+        sent.
         """
         transport = self._require_transport()
         context = SyncContext(side="client", client_id=self.client_id, resources=tuple(resources))
         caller = self.runtime.plugins.caller
-        payload = await caller.before_sync(phase, payload, context)
+        if payload is not None:
+            payload = await caller.before_sync(phase, payload, context)
+        if on_send is not None:
+            await on_send(payload)
         try:
             body = await transport.request(endpoint, payload)
         except TransportError:
@@ -446,7 +588,8 @@ class SyncEngine:
             raise
         await self.set_online(True)
         result = parse(body) if parse is not None else parse_envelope(body, model)
-        await caller.after_sync(phase, payload, result, context, on_failure=self._plugin_failed)
+        if payload is not None:
+            await caller.after_sync(phase, payload, result, context, on_failure=self._plugin_failed)
         return result
 
     async def retrying(self, phase: str, operation: Callable[[], Awaitable[T]]) -> T:
@@ -478,6 +621,13 @@ class SyncEngine:
         if phase not in ("push", "seed"):
             hook_kwargs["resources"] = resources
         try:
+            await self.check_schema()
+            if phase in _DOWNLOADS and await self.in_doubt():
+                # server data must not be rebased under writes the server may hold already:
+                # push first (a replay answers what became of them)
+                self.phase = "push"
+                await self.call_phase_hook("datafn_sync_push", engine=self)
+                self.phase = phase
             result = await self.call_phase_hook(f"datafn_sync_{phase}", **hook_kwargs)
         except Exception as exc:
             self.last_error = exc

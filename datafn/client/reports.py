@@ -68,6 +68,8 @@ class PushReport:
     foreign_changes: bool = False
     #: the server's seq after this push's last batch (0 when nothing was sent)
     cursor: int = 0
+    #: writes that became dead letters (refused before they could be sent)
+    dead: list[RejectedMutation] = field(default_factory=list)
 
 
 @dataclass
@@ -104,3 +106,5 @@ class SyncStatus:
     download_progress: dict[str, CloneProgress]
     cursors: dict[str, int]
     hydration: dict[str, str]
+    #: writes that can never be sent (``client.sync.pending()`` lists them, ``discard`` removes)
+    dead_letters: int = 0

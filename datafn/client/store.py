@@ -20,6 +20,13 @@ Server data applied by a pull or clone is *rebased*: the pending changelog entri
 touched records are applied again on top, so the local view is always "server state plus my
 unacknowledged writes" — exactly what the server will hold once the changelog is pushed.
 
+For every record with queued entries the store also keeps its **base**: the server's last known
+state of the record (what it was before the oldest queued write, moved forward by pulls, clones
+and acknowledged writes). A write the server refused, a dead letter and a discarded write are
+taken out of the local view by replaying the remaining entries on the base, without asking the
+server (:meth:`ClientStore.reject`). A merge pulled for such a record applies to the base, not
+to the local view.
+
 Stores are registered by name with ``datafn_register_client_stores``; ``factory(url, schema,
 config)`` returns an unopened store, the client calls :meth:`ClientStore.open` and
 :meth:`ClientStore.aclose`.
@@ -39,6 +46,7 @@ __all__ = [
     "HYDRATION_STATES",
     "ChangelogEntry",
     "ClientStore",
+    "EntryState",
     "Hydration",
     "LocalWrite",
     "PullPage",
@@ -46,6 +54,7 @@ __all__ = [
     "ResourceState",
     "apply_operation",
     "matches",
+    "replay",
     "sort_records",
 ]
 
@@ -55,6 +64,9 @@ Hydration = Literal["notStarted", "hydrating", "ready"]
 HYDRATION_STATES: tuple[Hydration, ...] = ("notStarted", "hydrating", "ready")
 
 Operation = Literal["insert", "merge", "replace", "delete"]
+
+#: The states of a changelog entry: queued for push, or a dead letter (never pushed again).
+EntryState = Literal["queued", "dead"]
 
 #: Comparison operators accepted in query filters (``{"priority": {"gte": 2}}``).
 FILTER_OPERATORS = frozenset({"eq", "ne", "gt", "gte", "lt", "lte", "in", "nin", "contains"})
@@ -89,6 +101,12 @@ class ChangelogEntry:
     mutation_id: str
     version: int = 1
     guard: dict[str, Any] | None = None
+    #: how many pushes sent this entry without a definitive answer
+    attempts: int = 0
+    #: the last error a push of this entry met (``CODE: message``), or None
+    last_error: str | None = None
+    #: ``queued`` (will be pushed) or ``dead`` (a dead letter: never pushed again)
+    state: EntryState = "queued"
 
     def to_mutation(self, client_id: str) -> dict[str, Any]:
         """The wire form of this entry as one mutation of a push request."""
@@ -225,6 +243,17 @@ class ClientStore(ABC):
     ) -> list[dict[str, Any]]:
         """Up to ``limit`` records with ``id > after_id``, ordered by id (bounded paging)."""
 
+    @abstractmethod
+    async def unsynced_records(
+        self, resource: str, after_id: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """For cloneUp, in one transaction: look at up to ``limit`` records with
+        ``id > after_id`` in id order and return what the server should hold before the
+        queued writes — a record without queued writes as it is, a record with queued writes
+        as its base when that is a record (none when a queued write created it) — and the last
+        id looked at (None when there are no more records).
+        """
+
     # -- local writes and the changelog --------------------------------------------------------
 
     @abstractmethod
@@ -248,7 +277,41 @@ class ClientStore(ABC):
 
     @abstractmethod
     async def acknowledge(self, seqs: Sequence[int]) -> None:
-        """Remove the entries with these ``seq`` (the server applied or refused them)."""
+        """Remove the entries with these ``seq``: the server applied them. Their effect moves
+        into the base of their records (the local view does not change)."""
+
+    @abstractmethod
+    async def reject(self, seqs: Sequence[int]) -> set[str]:
+        """Remove the entries with these ``seq``: the server refused them for good, and take
+        their effect out of the local view (each touched record becomes its base with the
+        remaining entries replayed on top), in one transaction.
+
+        :return: the resources where a base was unknown (entries written by an older version
+            of the store): the caller re-clones them.
+        """
+
+    @abstractmethod
+    async def dead_letter(self, seqs: Sequence[int], error: str) -> set[str]:
+        """Like :meth:`reject`, but keep the entries as dead letters (``state="dead"``,
+        ``last_error=error``): listed by :meth:`dead_letters`, never by :meth:`changelog`,
+        never counted by :meth:`pending_count`."""
+
+    @abstractmethod
+    async def dead_letters(self) -> list[ChangelogEntry]:
+        """The dead letters, oldest first."""
+
+    @abstractmethod
+    async def discard(self, mutation_id: str) -> tuple[ChangelogEntry | None, set[str]]:
+        """Remove the queued entry or dead letter with this mutation id; a queued one is taken
+        out of the local view as by :meth:`reject`.
+
+        :return: the removed entry (None when there is none) and the resources to re-clone.
+        """
+
+    @abstractmethod
+    async def record_attempt(self, seqs: Sequence[int], error: str | None) -> None:
+        """Count one more push attempt of these entries and remember its error (None: the
+        answer was lost, so the outcome is unknown)."""
 
     # -- sync state ----------------------------------------------------------------------------
 
@@ -314,6 +377,14 @@ def apply_operation(
         merged.update(body)
         return merged
     return body
+
+
+def replay(base: dict[str, Any] | None, entries: Sequence[ChangelogEntry]) -> dict[str, Any] | None:
+    """The record ``base`` with ``entries`` (of that record, in changelog order) applied."""
+    record = copy.deepcopy(base)
+    for entry in entries:
+        record = apply_operation(record, entry.operation, entry.record_id, entry.record)
+    return record
 
 
 def _cmp_key(value: Any) -> tuple[int, Any]:

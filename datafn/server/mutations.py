@@ -7,8 +7,9 @@ here means that memory, SQLite and PostgreSQL cannot disagree on them:
 
 - ``insert`` of an existing identical record is a no-op success, of a different one a
   ``CONFLICT`` at ``id``; ``merge`` updates the given fields and creates a missing record
-  (defaults filled in); ``replace`` is a full upsert; ``delete`` of a missing record succeeds
-  and records nothing;
+  (defaults filled in; the created record must be valid like an insert's, else the merge is
+  refused with the insert's error, e.g. ``DFQL_INVALID`` at ``mutations[i].record.title``);
+  ``replace`` is a full upsert; ``delete`` of a missing record succeeds and records nothing;
 - an ``if`` guard must match the stored record field by field (an absent field counts as
   ``null``), else ``CONFLICT`` at ``if`` (the message names the field);
 - each effective change gets the next seq; the change log stores the full record for
@@ -20,11 +21,11 @@ here means that memory, SQLite and PostgreSQL cannot disagree on them:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from datafn.errors import ValidationFailed
 from datafn.schema import Schema, _json_equal
 from datafn.server.store import Change, ChangeOp, MutationError, PendingMutation
 
@@ -120,7 +121,7 @@ def plan_push(
     plan = PushPlan(results=[], last_seq=seq)
     state: dict[Key, dict[str, Any] | None] = dict(existing)
     seen: dict[str, MutationError | None] = {}
-    for mutation in mutations:
+    for index, mutation in enumerate(mutations):
         mid = mutation.mutation_id
         if mid in seen:  # the same mutation twice in one batch: a replay of the first
             plan.results.append(seen[mid])
@@ -135,7 +136,7 @@ def plan_push(
             continue
         key = (mutation.resource, mutation.id)
         current = state.get(key)
-        result, change = _apply_one(schema, mutation, current)
+        result, change = _apply_one(schema, mutation, current, f"mutations[{index}].record")
         if change is not None:
             plan.last_seq += 1
             change_row = Change(plan.last_seq, mutation.resource, mutation.id, *change)
@@ -151,7 +152,7 @@ def plan_push(
 
 
 def _apply_one(
-    schema: Schema, mutation: PendingMutation, current: dict[str, Any] | None
+    schema: Schema, mutation: PendingMutation, current: dict[str, Any] | None, path: str
 ) -> tuple[MutationError | None, tuple[ChangeOp, dict[str, Any] | None] | None]:
     """The outcome of one mutation and the change it makes (op, data), if any."""
     if mutation.guard is not None:
@@ -173,12 +174,11 @@ def _apply_one(
         return None, ("replace", record)
     # merge
     if current is None:
-        created = {
-            spec.name: copy.deepcopy(spec.default)
-            for spec in schema.resource(mutation.resource).fields
-            if spec.has_default
-        }
-        created.update(record)
+        # the merge creates the record: it must be a valid record, as an insert would be
+        try:
+            created = schema.resource(mutation.resource).validate_record(record, path=path)
+        except ValidationFailed as exc:
+            return MutationError(exc.code, exc.message, exc.path), None
         return None, ("insert", created)
     return None, ("merge", record)
 

@@ -277,6 +277,9 @@ class SyncService:
                 "maxIdLength": limits.max_id_length,
             },
             "serverTimeMs": int(time.time() * 1000),
+            # clients compare it with their own when the hashes differ (compatible changes
+            # sync on; see docs/protocol.md)
+            "schema": self.schema.to_dict(),
         }
 
     async def clone(self, namespace: str, request: CloneRequest) -> dict[str, Any]:

@@ -154,6 +154,109 @@ class ClientStoreConformance:
         await store.acknowledge([])
         assert await store.pending_count() == 4
 
+    async def test_acknowledged_writes_move_into_the_base_refused_ones_leave_the_view(
+        self, store: ClientStore
+    ) -> None:
+        await store.apply_pull(
+            PullPage(records={"todos": [{"id": "t1", "title": "server"}]}, cursors={"todos": 1})
+        )
+        await store.write(_write("todos", "merge", "t1", {"title": "first"}))
+        await store.write(_write("todos", "merge", "t1", {"done": True}))
+        await store.write(_write("todos", "merge", "t1", {"priority": 3}))
+        first, second, third = await store.changelog()
+        await store.acknowledge([first.seq])  # applied: "first" is the server's now
+        assert await store.reject([second.seq]) == set()  # refused: done leaves the view
+        assert await store.get("todos", "t1") == {"id": "t1", "title": "first", "priority": 3}
+        assert [e.seq for e in await store.changelog()] == [third.seq]
+        assert await store.reject([third.seq]) == set()
+        assert await store.get("todos", "t1") == {"id": "t1", "title": "first"}
+        assert await store.pending_count() == 0
+
+    async def test_a_refused_insert_removes_the_record_a_refused_delete_brings_it_back(
+        self, store: ClientStore
+    ) -> None:
+        await store.apply_pull(
+            PullPage(records={"todos": [{"id": "t1", "title": "kept"}]}, cursors={"todos": 1})
+        )
+        await store.write(_write("todos", "insert", "t2", {"title": "new"}))
+        await store.write(_write("todos", "delete", "t1"))
+        insert, delete = await store.changelog()
+        await store.reject([insert.seq, delete.seq])
+        assert await store.get("todos", "t2") is None
+        assert await store.get("todos", "t1") == {"id": "t1", "title": "kept"}
+
+    async def test_a_pulled_merge_applies_to_the_base_not_to_the_local_view(
+        self, store: ClientStore
+    ) -> None:
+        await store.apply_pull(
+            PullPage(records={"todos": [{"id": "t1", "title": "a"}]}, cursors={"todos": 1})
+        )
+        await store.write(_write("todos", "merge", "t1", {"title": "mine", "done": False}))
+        await store.apply_pull(
+            PullPage(merged={"todos": [{"id": "t1", "done": True}]}, cursors={"todos": 2})
+        )
+        # the local view: the server's record with my queued write on top
+        assert await store.get("todos", "t1") == {"id": "t1", "title": "mine", "done": False}
+        (entry,) = await store.changelog()
+        await store.reject([entry.seq])
+        # the server's record: "a" (never "mine"), done as pulled
+        assert await store.get("todos", "t1") == {"id": "t1", "title": "a", "done": True}
+
+    async def test_a_clone_sets_the_base_of_records_it_brings_and_of_those_it_lacks(
+        self, store: ClientStore
+    ) -> None:
+        await store.write(_write("notes", "merge", "n1", {"body": "mine"}))
+        await store.write(_write("notes", "insert", "n2", {"body": "local only"}))
+        await store.apply_clone_page(
+            "notes", [{"id": "n1", "body": "server"}], after_id="n1", start_cursor=5, reset=True
+        )
+        await store.finish_clone("notes")
+        assert await store.get("notes", "n1") == {"id": "n1", "body": "mine"}
+        assert await store.reject([e.seq for e in await store.changelog()]) == set()
+        assert await store.get("notes", "n1") == {"id": "n1", "body": "server"}
+        assert await store.get("notes", "n2") is None
+
+    async def test_dead_letters_leave_the_queue_and_can_be_discarded(
+        self, store: ClientStore
+    ) -> None:
+        await store.write(_write("todos", "insert", "t1", {"title": "a"}, mutation_id="m1"))
+        await store.write(_write("todos", "insert", "t2", {"title": "b"}, mutation_id="m2"))
+        first, second = await store.changelog()
+        await store.record_attempt([first.seq, second.seq], "INTERNAL: down")
+        (attempted, _) = await store.changelog()
+        assert (attempted.attempts, attempted.last_error) == (1, "INTERNAL: down")
+        assert await store.dead_letter([first.seq], "FORBIDDEN: no") == set()
+        assert [e.mutation_id for e in await store.changelog()] == ["m2"]
+        assert await store.pending_count() == 1
+        (dead,) = await store.dead_letters()
+        assert (dead.mutation_id, dead.state, dead.last_error) == ("m1", "dead", "FORBIDDEN: no")
+        assert await store.get("todos", "t1") is None  # out of the local view
+        removed, recloned = await store.discard("m1")
+        assert removed is not None and removed.mutation_id == "m1" and recloned == set()
+        assert await store.dead_letters() == []
+        removed, _ = await store.discard("m2")  # a queued write
+        assert removed is not None and await store.get("todos", "t2") is None
+        assert await store.discard("m2") == (None, set())
+        assert await store.pending_count() == 0
+
+    async def test_unsynced_records_are_what_no_queued_write_accounts_for(
+        self, store: ClientStore
+    ) -> None:
+        for i in range(4):
+            await store.write(_write("notes", "insert", f"n{i}", {"body": f"imported {i}"}))
+        await store.acknowledge([e.seq for e in await store.changelog()])
+        await store.write(_write("notes", "merge", "n1", {"body": "changed"}))
+        await store.write(_write("notes", "insert", "n5", {"body": "new"}))
+        records, after = await store.unsynced_records("notes", None, 3)
+        assert after == "n2"
+        assert records == [
+            {"id": "n0", "body": "imported 0"},
+            {"id": "n1", "body": "imported 1"},  # as it was before the queued merge
+            {"id": "n2", "body": "imported 2"},
+        ]
+        records, after = await store.unsynced_records("notes", "n2", 3)
+        assert (records, after) == ([{"id": "n3", "body": "imported 3"}], None)  # n5: a write
+
     async def test_records_after_pages_by_id(self, store: ClientStore) -> None:
         for i in (3, 1, 2, 5, 4):
             await store.write(_write("notes", "insert", f"n{i}", {"body": str(i)}))

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from datafn import Client, SyncVetoed, TransportError, Veto, hookimpl
+from datafn import Client, SchemaMismatch, SyncVetoed, TransportError, Veto, hookimpl
 from datafn.events import Event
 from tests.client.conftest import SCHEMA
 from tests.client.server_process import ServerProcess
@@ -128,7 +128,7 @@ async def test_guarded_conflict_is_reported_with_the_servers_error(
         assert (await a.sync.status()).pending_changes == 0
 
 
-async def test_server_refusal_is_reported_through_sync_failed(
+async def test_an_incompatible_server_schema_is_reported_through_sync_failed(
     server: ServerProcess, tmp_path: Path
 ) -> None:
     schema = {**SCHEMA, "resources": [*SCHEMA["resources"], {"name": "extra", "fields": []}]}
@@ -137,10 +137,13 @@ async def test_server_refusal_is_reported_through_sync_failed(
         schema=schema, remote=server.remote, store=f"sqlite:///{tmp_path}/x.db", use_env=False
     ) as c:
         c.events.on("sync_failed", failed.append)
-        with pytest.raises(Exception) as info:
+        with pytest.raises(SchemaMismatch) as info:
             await c.sync.clone(["extra"])
+        status = await c.sync.status()
     assert failed and failed[0].context.error is info.value
-    assert info.value.code == "DFQL_UNKNOWN_RESOURCE"  # type: ignore[attr-defined]
+    assert status.last_error is info.value
+    assert info.value.code == "SCHEMA_MISMATCH"
+    assert info.value.details["differences"] == ["the server has no resource 'extra'"]
 
 
 class FreezePush:

@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from datafn import Client, Conflict, DatafnError, SyncVetoed, TransportError, Veto, hookimpl
-from datafn.builtins.client_phases import clone_up_mutation_id
 from datafn.events import Event
 from tests.client.conftest import _no_sleep, hosted
 from tests.client.fake_server import FakeServer, envelope_error, unreachable
@@ -302,14 +301,17 @@ async def test_push_gives_up_after_max_retries_with_sync_failed(
         assert (await client.sync.status()).last_error is failed[0].context.error
 
 
-async def test_only_the_applied_prefix_is_acknowledged(client: Client, server: FakeServer) -> None:
+async def test_writes_with_a_final_outcome_leave_the_queue_retryable_ones_stay(
+    client: Client, server: FakeServer
+) -> None:
     for i in range(4):
         await client.table("todos").insert({"id": f"t{i}", "title": str(i)})
     entries = await client.store.changelog()
 
     def partial(payload: Any) -> httpx.Response:
         ids = [m["mutationId"] for m in payload["mutations"]]
-        for m in payload["mutations"][:2]:
+        mutations = payload["mutations"]
+        for m in [mutations[0], mutations[1], mutations[3]]:
             server.apply(m)
             server.done[(m["clientId"], m["mutationId"])] = {"ok": True}
         result = {
@@ -336,9 +338,14 @@ async def test_only_the_applied_prefix_is_acknowledged(client: Client, server: F
     with pytest.raises(TransportError):
         await client.sync.push()
     left = await client.store.changelog()
-    assert [e.seq for e in left] == [entries[2].seq, entries[3].seq]
-    await client.sync.push()  # the replay of t0/t1 is not resent; t2 and t3 go now
+    # t3 was applied after t2's retryable failure: it leaves the queue too (sending it again
+    # would only be a replay); t2 stays, with its attempt and error
+    assert [e.seq for e in left] == [entries[2].seq]
+    assert left[0].attempts == 2 and left[0].last_error is not None
+    await client.sync.push()  # t2 goes now
     assert sorted(server.table("todos")) == ["t0", "t1", "t2", "t3"]
+    pushed = [m["id"] for e, p in server.requests if e == "push" for m in p["mutations"]]
+    assert pushed == ["t0", "t1", "t2", "t3", "t2", "t2"]
 
 
 async def test_guarded_conflict_is_rejected_and_reported(
@@ -443,36 +450,41 @@ async def test_after_sync_failure_does_not_stop_sync(
 # -- clone_up, reconcile, seed ---------------------------------------------------------------
 
 
-async def test_clone_up_uploads_offline_data_once(
+async def test_clone_up_pushes_queued_writes_as_themselves_and_uploads_the_rest_once(
     make_client: Callable[..., Client], server: FakeServer
 ) -> None:
     async with hosted(make_client(push_batch_size=3)) as client:
-        for i in range(5):
+        # records no queued write accounts for (put there by an older version, an import)
+        for i in range(4):
+            await client.table("todos").insert({"id": f"i{i}", "title": f"imported {i}"})
+        await client.store.acknowledge([e.seq for e in await client.store.changelog()])
+        # and writes made offline, one of them guarded, one on an imported record
+        for i in range(3):
             await client.table("todos").insert({"id": f"t{i}", "title": str(i)})
-        await client.table("todos").delete("t4")
+        await client.table("todos").delete("t2")
+        await client.table("todos").merge({"id": "i0", "done": True})
+        queued = {e.mutation_id for e in await client.store.changelog()}
         server.write("todos", "insert", "s1", {"title": "server"})
-        ids = {
-            clone_up_mutation_id(client.client_id, "todos", r)
-            for r in await client.table("todos").query()
-        }
-        server.fail("clone", unreachable)  # crash-like: uploaded, but the clone fails
+        server.fail("clone", unreachable)  # crash-like: uploaded and pushed, the clone fails
         with pytest.raises(TransportError):
             await client.sync.clone_up(["todos"])
-        applied = server.applied_count
-        assert applied == 4  # the four uploaded records
+        changes = server.seq
         report = await client.sync.clone_up(["todos"])  # the re-run applies nothing twice
-        assert server.applied_count == applied
-        assert report.uploaded == {"todos": 4}
-        sent = [m["mutationId"] for e, p in server.requests if e == "push" for m in p["mutations"]]
-        assert set(sent) == ids and len(sent) == 8
-        assert sorted(server.table("todos")) == ["s1", "t0", "t1", "t2", "t3"]
-        # the deletion of t4 (never uploaded) stays in the changelog and is harmless
-        assert [e.operation for e in await client.store.changelog()] == ["insert", "delete"]
+        assert server.seq == changes
+        assert report.uploaded == {}  # no longer "never synced": nothing is uploaded
+        sent = [m for e, p in server.requests if e == "push" for m in p["mutations"]]
+        uploads = [m for m in sent if m["mutationId"].startswith("cloneup:")]
+        assert {m["id"] for m in uploads} == {"i0", "i1", "i2", "i3"}
+        assert {m["operation"] for m in uploads} == {"insert"}
+        # i0 went up as it was before the queued merge: the merge follows as itself
+        assert {m["record"]["title"] for m in uploads if m["id"] == "i0"} == {"imported 0"}
+        assert {m["mutationId"] for m in sent if m not in uploads} == queued
+        assert server.table("todos")["i0"] == {"id": "i0", "title": "imported 0", "done": True}
+        assert sorted(server.table("todos")) == ["i0", "i1", "i2", "i3", "s1", "t0", "t1"]
+        assert await client.store.pending_count() == 0
         assert sorted(r["id"] for r in await client.table("todos").query()) == sorted(
             server.table("todos")
         )
-        await client.sync.push()
-        assert sorted(server.table("todos")) == ["s1", "t0", "t1", "t2", "t3"]
 
 
 async def test_reconcile_reclones_mismatched_resources(client: Client, server: FakeServer) -> None:
@@ -505,7 +517,7 @@ async def test_sync_without_a_remote_is_a_config_error(
             await client.sync.pull()
 
 
-async def test_a_resource_reset_after_a_rejection_is_recloned_never_cloned_up(
+async def test_a_refused_write_is_taken_out_of_the_local_view_without_a_reclone(
     make_client: Callable[..., Client], server: FakeServer
 ) -> None:
     from tests.client.fake_server import unreachable
@@ -513,16 +525,24 @@ async def test_a_resource_reset_after_a_rejection_is_recloned_never_cloned_up(
     server.write("todos", "insert", "t1", {"title": "server copy"})
     async with hosted(make_client(push_max_retries=0)) as client:
         await client.sync.sync_all()
-        # a guarded write the server refuses for good: the resource must be cloned again
+        # a guarded write the server refuses for good, and a later write of the same record
         await client.table("todos").merge({"id": "t1", "title": "mine"}, guard={"title": "old"})
-        server.fail("clone", unreachable)  # ... but the re-clone cannot reach the server
-        server.fail("reconcile", unreachable)
+        await client.table("todos").merge({"id": "t1", "done": True})
+        server.fail("clone", unreachable)  # no clone is needed: none is asked for
+        server.fail("pull", unreachable)
         with contextlib.suppress(DatafnError):
             await client.sync.push()
-        state = (await client.sync.status()).hydration["todos"]
-        assert state == "hydrating"  # marked for a re-clone, not "never hydrated"
+        assert await client.table("todos").get("t1") == {
+            "id": "t1",
+            "title": "server copy",
+            "done": True,
+        }
+        assert (await client.sync.status()).hydration["todos"] == "ready"
         server.write("todos", "merge", "t1", {"title": "newer on the server"})
         await client.sync.sync_all()
+        assert await client.table("todos").get("t1") == server.table("todos")["t1"]
+    endpoints = [e for e, _ in server.requests]
+    assert "clone" not in endpoints[endpoints.index("push") :]
     uploads = [
         m
         for endpoint, payload in server.requests

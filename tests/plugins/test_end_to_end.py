@@ -48,7 +48,7 @@ async def test_a_guard_veto_aborts_the_sync_before_anything_is_sent(
     datafn_project: Any, datafn_server: Any, datafn_client: Any
 ) -> None:
     datafn_project.write(
-        '[tool.datafn.guard]\nmax-batch-size = 2\n\n[tool.datafn.audit]\nsink = "file"\n',
+        '[tool.datafn.guard]\nrequire-credentials = true\n\n[tool.datafn.audit]\nsink = "file"\n',
         schema=SCHEMA,
     )
     server = datafn_server()
@@ -60,11 +60,14 @@ async def test_a_guard_veto_aborts_the_sync_before_anything_is_sent(
             await todos.insert({"title": title})
         with pytest.raises(SyncVetoed) as info:
             await client.sync.push()
+        # every write alone is refused too: the refusal is of pushing, not of a write, so
+        # every write stays queued (none becomes a dead letter)
         assert await client.store.pending_count() == 3, "nothing was acknowledged"
+        assert await client.store.dead_letters() == []
     error = info.value
     assert error.plugin == "guard" and error.phase == "push"
-    assert error.veto is not None and error.veto.rule == "max-batch-size"  # type: ignore[attr-defined]
-    assert "rule 'max-batch-size'" in str(error)
+    assert error.veto is not None and error.veto.rule == "require-credentials"  # type: ignore[attr-defined]
+    assert "rule 'require-credentials'" in str(error)
     assert server.paths() == [], "nothing was sent"
     (failed,) = [e for e in events if e.name == "sync_failed"]
     assert failed.context.phase == "push" and failed.context.error is error
@@ -73,8 +76,22 @@ async def test_a_guard_veto_aborts_the_sync_before_anything_is_sent(
     assert (record["outcome"], record["plugin"], record["rule"]) == (
         "vetoed",
         "guard",
-        "max-batch-size",
+        "require-credentials",
     )
+
+
+async def test_a_batch_over_the_guards_limit_is_sent_in_smaller_pieces(
+    datafn_project: Any, datafn_server: Any, datafn_client: Any
+) -> None:
+    datafn_project.write("[tool.datafn.guard]\nmax-batch-size = 2\n", schema=SCHEMA)
+    server = datafn_server()
+    async with datafn_client() as client:
+        for title in ("a", "b", "c"):
+            await client.table("todos").insert({"title": title})
+        report = await client.sync.push()
+        assert (report.applied, report.dead) == (3, [])
+        assert await client.store.pending_count() == 0
+    assert server.paths().count("/datafn/push") == 3
 
 
 async def test_a_broken_audit_sink_never_blocks_sync_and_is_reported_once(

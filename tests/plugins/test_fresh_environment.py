@@ -65,7 +65,7 @@ def test_distributions_are_found_and_fail_closed_and_fail_open_in_a_fresh_enviro
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 passed" in result.stdout
+    assert "4 passed" in result.stdout
 
 
 @pytest.mark.slow

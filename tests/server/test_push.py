@@ -56,6 +56,30 @@ async def test_merge_updates_and_creates(api: Api) -> None:
     assert records["t9"] == {"id": "t9", "title": "new", "done": False}
 
 
+async def test_a_merge_that_creates_a_record_must_make_a_valid_one(api: Api) -> None:
+    result = await api.push(
+        mutation("merge", "t9", {"done": True}),  # no title: required
+        mutation("merge", "t8", {"title": "complete"}),
+    )
+    (error,) = result["errors"]
+    assert error["mutationId"] == "merge-t9"
+    assert (error["code"], error["path"], error["retryable"]) == (
+        "DFQL_INVALID",
+        "mutations[0].record.title",
+        False,
+    )
+    assert result["applied"] == ["merge-t8"]
+    records = await _records(api)
+    assert "t9" not in records and records["t8"]["title"] == "complete"
+    # once the record exists, the same partial merge is an update
+    await api.push(mutation("insert", "t9", {"title": "now there"}))
+    again = await api.push(mutation("merge", "t9", {"done": True}, mid="merge-t9-again"))
+    assert again["applied"] == ["merge-t9-again"]
+    # a replay of the refused merge answers its first outcome, never applies it
+    replay = await api.push(mutation("merge", "t9", {"done": True}))
+    assert [e["code"] for e in replay["errors"]] == ["DFQL_INVALID"]
+
+
 async def test_replace_is_a_full_upsert(api: Api) -> None:
     await api.push(mutation("insert", "t1", {"title": "a", "rank": 1}))
     await api.push(

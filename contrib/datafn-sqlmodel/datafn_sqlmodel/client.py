@@ -40,6 +40,7 @@ from datafn.client.store import (
     ResourceState,
     apply_operation,
     matches,
+    replay,
     sort_records,
 )
 from datafn.errors import Conflict, StoreError
@@ -184,6 +185,7 @@ class SqliteClientStore(ClientStore):
             sa.Column("mutation_id", sa.Text, nullable=False, unique=True),
             sa.Column("version", sa.Integer, nullable=False),
             sa.Column("guard", sa.Text),
+            *_changelog_columns(),
             sa.Index("ix_datafn_changelog_record", "resource", "record_id"),
             sqlite_autoincrement=True,
         )
@@ -203,6 +205,15 @@ class SqliteClientStore(ClientStore):
             sa.Column("value", sa.Text, nullable=False),
         )
         metadata.create_all(self._engine)
+        have = {row[1] for row in self._db.execute(f"PRAGMA table_info({CHANGELOG})")}
+        for column in _changelog_columns():  # columns added since the file was created
+            if column.name not in have:
+                kind = column.type.compile(dialect=self._engine.dialect)
+                default = column.server_default.arg if column.server_default is not None else None
+                self._db.execute(
+                    f"ALTER TABLE {CHANGELOG} ADD COLUMN {column.name} {kind}"
+                    + (f" NOT NULL DEFAULT '{default}'" if default is not None else "")
+                )
         for table in self._tables.values():  # fields added to the schema since
             have = {row[1] for row in self._db.execute(f"PRAGMA table_info({_q(table.name)})")}
             for spec in table.spec.fields:
@@ -329,6 +340,36 @@ class SqliteClientStore(ClientStore):
             write=False,
         )
 
+    async def unsynced_records(
+        self, resource: str, after_id: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        table = self._table(resource)
+        sql = f"SELECT id, {RECORD_COLUMN} FROM {_q(table.name)} WHERE id > ? ORDER BY id LIMIT ?"
+
+        def run(db: sqlite3.Connection) -> tuple[list[dict[str, Any]], str | None]:
+            rows = db.execute(sql, (after_id or "", limit)).fetchall()
+            bases: dict[str, Any] = {}
+            ids = [row[0] for row in rows]
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                marks = ", ".join("?" for _ in chunk)
+                for record_id, base, known in db.execute(
+                    f"SELECT record_id, base, base_known FROM {CHANGELOG} WHERE resource = ?"
+                    f" AND state = 'queued' AND record_id IN ({marks}) ORDER BY seq",
+                    (resource, *chunk),
+                ):
+                    if record_id not in bases:  # the oldest entry holds the base
+                        bases[record_id] = orjson.loads(base) if known and base else None
+            out = []
+            for record_id, text in rows:
+                if record_id not in bases:
+                    out.append(orjson.loads(text))
+                elif bases[record_id] is not None:
+                    out.append(bases[record_id])
+            return out, (ids[-1] if len(ids) == limit else None)
+
+        return await self._run(run, write=False)
+
     # -- local writes and the changelog --------------------------------------------------------
 
     async def write(self, write: LocalWrite) -> tuple[dict[str, Any] | None, ChangelogEntry]:
@@ -343,9 +384,11 @@ class SqliteClientStore(ClientStore):
                 db.execute(table.delete_one, (write.record_id,))
             else:
                 db.execute(table.upsert, table.row(after))
+            # the first queued write of the record: what it replaces is the server's state
+            first = db.execute(_HAS_QUEUED, (write.resource, write.record_id)).fetchone() is None
             cursor = db.execute(
                 f"INSERT INTO {CHANGELOG} (resource, operation, record_id, record, mutation_id,"
-                " version, guard) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " version, guard, base, base_known) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     write.resource,
                     write.operation,
@@ -354,6 +397,8 @@ class SqliteClientStore(ClientStore):
                     write.mutation_id,
                     write.version,
                     _dumps(write.guard) if write.guard is not None else None,
+                    _dumps(current) if first else None,
+                    1 if first else 0,
                 ),
             )
             seq = cursor.lastrowid
@@ -375,13 +420,10 @@ class SqliteClientStore(ClientStore):
     async def changelog(
         self, *, limit: int | None = None, resource: str | None = None
     ) -> list[ChangelogEntry]:
-        sql = (
-            f"SELECT seq, resource, operation, record_id, record, mutation_id, version, guard "
-            f"FROM {CHANGELOG}"
-        )
+        sql = f"SELECT {_ENTRY_COLUMNS} FROM {CHANGELOG} WHERE state = 'queued'"
         params: list[Any] = []
         if resource is not None:
-            sql += " WHERE resource = ?"
+            sql += " AND resource = ?"
             params.append(resource)
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit if limit is not None else -1)
@@ -393,16 +435,132 @@ class SqliteClientStore(ClientStore):
 
     async def pending_count(self) -> int:
         return await self._run(
-            lambda db: int(db.execute(f"SELECT count(*) FROM {CHANGELOG}").fetchone()[0]),
+            lambda db: int(
+                db.execute(f"SELECT count(*) FROM {CHANGELOG} WHERE state = 'queued'").fetchone()[0]
+            ),
             write=False,
         )
+
+    # -- bases: the server's last known state of records with queued writes --------------------
+
+    @staticmethod
+    def _queued(db: sqlite3.Connection, resource: str, record_id: str) -> list[ChangelogEntry]:
+        return [
+            _entry(row)
+            for row in db.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM {CHANGELOG} WHERE resource = ? AND record_id = ?"
+                " AND state = 'queued' ORDER BY seq",
+                (resource, record_id),
+            )
+        ]
+
+    @staticmethod
+    def _set_base(db: sqlite3.Connection, seq: int, known: bool, base: Any) -> None:
+        db.execute(
+            f"UPDATE {CHANGELOG} SET base = ?, base_known = ? WHERE seq = ?",
+            (_dumps(base) if known else None, 1 if known else 0, seq),
+        )
+
+    def _take(
+        self, db: sqlite3.Connection, seq: int, *, keep_as: str | None = None
+    ) -> tuple[ChangelogEntry, bool, Any, list[ChangelogEntry]] | None:
+        """Take a queued entry out of the queue (deleted, or kept as a dead letter with error
+        ``keep_as``); return it, its record's base (known?, base) and the entries left."""
+        row = db.execute(
+            f"SELECT resource, record_id FROM {CHANGELOG} WHERE seq = ? AND state = 'queued'",
+            (seq,),
+        ).fetchone()
+        if row is None:
+            return None
+        queued = self._queued(db, row[0], row[1])
+        oldest = db.execute(
+            f"SELECT base, base_known FROM {CHANGELOG} WHERE seq = ?", (queued[0].seq,)
+        ).fetchone()
+        known = bool(oldest[1])
+        base = orjson.loads(oldest[0]) if known and oldest[0] is not None else None
+        entry = next(e for e in queued if e.seq == seq)
+        if keep_as is None:
+            db.execute(f"DELETE FROM {CHANGELOG} WHERE seq = ?", (seq,))
+        else:
+            db.execute(
+                f"UPDATE {CHANGELOG} SET state = 'dead', last_error = ?, base = NULL,"
+                " base_known = 0 WHERE seq = ?",
+                (keep_as, seq),
+            )
+        return entry, known, base, [e for e in queued if e.seq != seq]
 
     async def acknowledge(self, seqs: Sequence[int]) -> None:
         if not seqs:
             return
+
+        def run(db: sqlite3.Connection) -> None:
+            for seq in sorted(seqs):
+                taken = self._take(db, seq)
+                if taken is None:
+                    continue
+                entry, known, base, left = taken
+                if left:
+                    after = apply_operation(base, entry.operation, entry.record_id, entry.record)
+                    self._set_base(db, left[0].seq, known, after)
+
+        await self._run(run, write=True)
+
+    def _refuse(
+        self, db: sqlite3.Connection, seqs: Sequence[int], keep_as: str | None
+    ) -> tuple[list[ChangelogEntry], set[str]]:
+        removed: list[ChangelogEntry] = []
+        unknown: set[str] = set()
+        for seq in sorted(seqs):
+            taken = self._take(db, seq, keep_as=keep_as)
+            if taken is None:
+                continue
+            entry, known, base, left = taken
+            removed.append(entry)
+            if not known:
+                unknown.add(entry.resource)
+                continue
+            if left:
+                self._set_base(db, left[0].seq, known, base)
+            table = self._table(entry.resource)
+            after = replay(base, left)
+            if after is None:
+                db.execute(table.delete_one, (entry.record_id,))
+            else:
+                db.execute(table.upsert, table.row(after))
+        return removed, unknown
+
+    async def reject(self, seqs: Sequence[int]) -> set[str]:
+        return await self._run(lambda db: self._refuse(db, seqs, None)[1], write=True)
+
+    async def dead_letter(self, seqs: Sequence[int], error: str) -> set[str]:
+        return await self._run(lambda db: self._refuse(db, seqs, error)[1], write=True)
+
+    async def dead_letters(self) -> list[ChangelogEntry]:
+        sql = f"SELECT {_ENTRY_COLUMNS} FROM {CHANGELOG} WHERE state = 'dead' ORDER BY seq"
+        return await self._run(lambda db: [_entry(r) for r in db.execute(sql)], write=False)
+
+    async def discard(self, mutation_id: str) -> tuple[ChangelogEntry | None, set[str]]:
+        def run(db: sqlite3.Connection) -> tuple[ChangelogEntry | None, set[str]]:
+            row = db.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM {CHANGELOG} WHERE mutation_id = ?", (mutation_id,)
+            ).fetchone()
+            if row is None:
+                return None, set()
+            entry = _entry(row)
+            if entry.state == "dead":
+                db.execute(f"DELETE FROM {CHANGELOG} WHERE seq = ?", (entry.seq,))
+                return entry, set()
+            return entry, self._refuse(db, [entry.seq], None)[1]
+
+        return await self._run(run, write=True)
+
+    async def record_attempt(self, seqs: Sequence[int], error: str | None) -> None:
+        if not seqs:
+            return
         await self._run(
             lambda db: db.executemany(
-                f"DELETE FROM {CHANGELOG} WHERE seq = ?", [(s,) for s in seqs]
+                f"UPDATE {CHANGELOG} SET attempts = attempts + 1, last_error = ? WHERE seq = ?",
+                [(error, s) for s in seqs],
             ),
             write=True,
         )
@@ -437,17 +595,26 @@ class SqliteClientStore(ClientStore):
     async def states(self, resources: Sequence[str]) -> dict[str, ResourceState]:
         return await self._run(lambda db: self._states(db, resources), write=False)
 
-    def _rebase(self, db: sqlite3.Connection, resource: str, ids: Iterable[str] | None) -> None:
-        """Apply the pending entries of these records (None: of the resource) on top again."""
+    def _rebase(
+        self,
+        db: sqlite3.Connection,
+        resource: str,
+        ids: Iterable[str] | None,
+        *,
+        server: bool = True,
+    ) -> None:
+        """Apply the queued entries of these records (None: of the resource) on top again.
+        With ``server``, the records hold server data now: it becomes their base."""
         if (
             db.execute(
-                f"SELECT 1 FROM {CHANGELOG} WHERE resource = ? LIMIT 1", (resource,)
+                f"SELECT 1 FROM {CHANGELOG} WHERE resource = ? AND state = 'queued' LIMIT 1",
+                (resource,),
             ).fetchone()
             is None
         ):
             return
         table = self._table(resource)
-        base = f"SELECT seq, resource, operation, record_id, record, mutation_id, version, guard FROM {CHANGELOG} WHERE resource = ?"  # noqa: E501
+        base = f"SELECT {_ENTRY_COLUMNS} FROM {CHANGELOG} WHERE resource = ? AND state = 'queued'"
         entries: list[ChangelogEntry] = []
         if ids is None:
             entries = [_entry(r) for r in db.execute(base + " ORDER BY seq", (resource,))]
@@ -461,13 +628,31 @@ class SqliteClientStore(ClientStore):
                     for r in db.execute(base + f" AND record_id IN ({marks})", (resource, *chunk))
                 ]
             entries.sort(key=lambda e: e.seq)
+        first: set[str] = set()
         for entry in entries:
             current = self._fetch(db, table, entry.record_id)
+            if server and entry.record_id not in first:
+                first.add(entry.record_id)
+                self._set_base(db, entry.seq, True, current)
             after = apply_operation(current, entry.operation, entry.record_id, entry.record)
             if after is None:
                 db.execute(table.delete_one, (entry.record_id,))
             else:
                 db.execute(table.upsert, table.row(after))
+
+    def _server_record(
+        self, db: sqlite3.Connection, table: _Table, record_id: str
+    ) -> dict[str, Any] | None:
+        """The record as the server last had it: the base when it has queued writes (and the
+        base is known), else the local record."""
+        row = db.execute(
+            f"SELECT base, base_known FROM {CHANGELOG} WHERE resource = ? AND record_id = ?"
+            " AND state = 'queued' ORDER BY seq LIMIT 1",
+            (table.name, record_id),
+        ).fetchone()
+        if row is not None and row[1]:
+            return orjson.loads(row[0]) if row[0] is not None else None
+        return self._fetch(db, table, record_id)
 
     async def apply_pull(self, page: PullPage) -> None:
         self._check([*page.records, *page.merged, *page.deleted, *page.cursors])
@@ -482,7 +667,7 @@ class SqliteClientStore(ClientStore):
             for resource, deltas in page.merged.items():
                 table = self._table(resource)
                 for delta in deltas:
-                    current = self._fetch(db, table, delta["id"])
+                    current = self._server_record(db, table, delta["id"])
                     after = apply_operation(current, "merge", delta["id"], delta)
                     assert after is not None
                     db.execute(table.upsert, table.row(after))
@@ -517,6 +702,11 @@ class SqliteClientStore(ClientStore):
             if start_cursor is not None:
                 if reset:
                     db.execute(f"DELETE FROM {_q(table.name)}")
+                    db.execute(  # the bases are known again page by page
+                        f"UPDATE {CHANGELOG} SET base = NULL, base_known = 0 WHERE resource = ?"
+                        " AND state = 'queued'",
+                        (resource,),
+                    )
                 state.hydration = "hydrating"
                 state.clone_cursor = start_cursor
             if records:
@@ -535,7 +725,14 @@ class SqliteClientStore(ClientStore):
             state.clone_after_id = None
             state.clone_cursor = None
             self._save_state(db, state)
-            self._rebase(db, resource, None)
+            # records with queued writes that no clone page brought are absent on the server
+            db.execute(
+                f"UPDATE {CHANGELOG} SET base = 'null', base_known = 1 WHERE resource = ?"
+                " AND state = 'queued' AND base_known = 0 AND seq IN (SELECT min(seq) FROM"
+                f" {CHANGELOG} WHERE resource = ? AND state = 'queued' GROUP BY record_id)",
+                (resource, resource),
+            )
+            self._rebase(db, resource, None, server=False)
 
         await self._run(run, write=True)
 
@@ -550,6 +747,27 @@ class SqliteClientStore(ClientStore):
         await self._run(run, write=True)
 
 
+_ENTRY_COLUMNS = (
+    "seq, resource, operation, record_id, record, mutation_id, version, guard, attempts,"
+    " last_error, state"
+)
+_HAS_QUEUED = (
+    f"SELECT 1 FROM {CHANGELOG} WHERE resource = ? AND record_id = ? AND state = 'queued' LIMIT 1"
+)
+
+
+def _changelog_columns() -> list[sa.Column[Any]]:
+    """The changelog's columns beyond the first version's (added to older files on open)."""
+    return [
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("last_error", sa.Text),
+        sa.Column("state", sa.Text, nullable=False, server_default="queued"),
+        # the record's base (JSON) on its oldest queued entry; base_known 0: not known
+        sa.Column("base", sa.Text),
+        sa.Column("base_known", sa.Integer, nullable=False, server_default="0"),
+    ]
+
+
 def _entry(row: Sequence[Any]) -> ChangelogEntry:
     return ChangelogEntry(
         seq=row[0],
@@ -560,6 +778,9 @@ def _entry(row: Sequence[Any]) -> ChangelogEntry:
         mutation_id=row[5],
         version=row[6],
         guard=orjson.loads(row[7]) if row[7] is not None else None,
+        attempts=row[8],
+        last_error=row[9],
+        state=row[10],
     )
 
 

@@ -53,3 +53,27 @@ async def test_new_schema_fields_become_columns(tmp_path: Path) -> None:
     await store.aclose()
     with sqlite3.connect(tmp_path / "app.db") as db:
         assert db.execute("SELECT extra FROM notes").fetchall() == [("e",)]
+
+
+async def test_a_file_of_the_first_changelog_layout_opens_and_keeps_its_writes(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/app.db"
+    schema = load_schema(CONFORMANCE_SCHEMA)
+    store = SqliteClientStore(url, schema, None)
+    await store.open()
+    await store.write(_write("todos", "insert", "t1", {"title": "queued before the upgrade"}))
+    await store.aclose()
+    with sqlite3.connect(tmp_path / "app.db") as db:  # the layout before bases and dead letters
+        for column in ("attempts", "last_error", "state", "base", "base_known"):
+            db.execute(f"ALTER TABLE _datafn_changelog DROP COLUMN {column}")
+    store = SqliteClientStore(url, schema, None)
+    await store.open()
+    try:
+        (entry,) = await store.changelog()
+        assert (entry.record_id, entry.state, entry.attempts) == ("t1", "queued", 0)
+        # its base is not known: refusing it asks the caller for a re-clone of the resource
+        assert await store.reject([entry.seq]) == {"todos"}
+        assert await store.pending_count() == 0
+    finally:
+        await store.aclose()
