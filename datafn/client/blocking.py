@@ -24,6 +24,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from datafn.client.client import Client, Table
 from datafn.client.reports import SyncStatus
+from datafn.client.store import ChangelogEntry
 from datafn.events import Event
 
 __all__ = ["BlockingClient", "BlockingEvents", "BlockingSync", "BlockingTable"]
@@ -93,6 +94,17 @@ class BlockingSync:
 
     def reconcile(self, resources: Sequence[str] | None = None) -> Any:
         return self._call("reconcile", resources)
+
+    def sync_all(self) -> None:
+        self._call("sync_all")
+
+    def pending(self) -> list[ChangelogEntry]:
+        entries: list[ChangelogEntry] = self._call("pending")
+        return entries
+
+    def discard(self, mutation_id: str) -> ChangelogEntry:
+        entry: ChangelogEntry = self._call("discard", mutation_id)
+        return entry
 
     def status(self) -> SyncStatus:
         return self._call("status")  # type: ignore[no-any-return]

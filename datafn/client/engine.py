@@ -49,12 +49,29 @@ from datafn.schema import Schema, schema_differences
 if TYPE_CHECKING:
     from datafn.runtime import Runtime
 
-__all__ = ["PHASES", "Signal", "SyncEngine"]
+__all__ = ["OPERATIONS", "PHASES", "Signal", "SyncEngine"]
 
 log = logging.getLogger("datafn.sync")
 
 M = TypeVar("M", bound=WireModel)
 T = TypeVar("T")
+
+#: What ``client.sync`` offers the application (the blocking facade offers the same).
+OPERATIONS = (
+    "start",
+    "stop",
+    "seed",
+    "clone",
+    "pull",
+    "push",
+    "clone_up",
+    "reconcile",
+    "sync_all",
+    "status",
+    "notify",
+    "pending",
+    "discard",
+)
 
 #: The phases, in lifecycle order.
 PHASES = ("seed", "clone", "pull", "push", "clone_up", "reconcile")

@@ -358,7 +358,7 @@ def datafn_on_event(event: Event) -> None:
     :param event: the :class:`~datafn.events.Event` (``event.name``, ``event.context``) —
         ``sync_started``, ``sync_applied``, ``sync_failed``, ``sync_retry``,
         ``connectivity_changed``, ``ws_connected``, ``ws_disconnected``, ``mutation_applied``,
-        ``mutation_rejected``, ``plugin_error``.
+        ``mutation_rejected``, ``mutation_discarded``, ``plugin_error``.
 
     Called for every event, after the listeners registered with ``client.events.on``.
     Return value: ignored. Failure policy: **fail-open**.

@@ -209,3 +209,12 @@ async def test_reconcile_on_start_can_be_turned_off(
         await client.sync.stop()
     # one reconcile request remains: the clone asking for its progress totals
     assert count(server, "reconcile") == 1
+
+
+def test_the_blocking_facade_offers_every_sync_operation() -> None:
+    from datafn.client.blocking import BlockingSync
+    from datafn.client.engine import OPERATIONS, SyncEngine
+
+    for name in OPERATIONS:
+        assert callable(getattr(SyncEngine, name)), name
+        assert callable(getattr(BlockingSync, name, None)), f"BlockingSync lacks {name}"

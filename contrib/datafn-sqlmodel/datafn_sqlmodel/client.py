@@ -492,18 +492,61 @@ class SqliteClientStore(ClientStore):
     async def acknowledge(self, seqs: Sequence[int]) -> None:
         if not seqs:
             return
+        wanted = sorted(set(seqs))
 
         def run(db: sqlite3.Connection) -> None:
-            for seq in sorted(seqs):
-                taken = self._take(db, seq)
-                if taken is None:
-                    continue
-                entry, known, base, left = taken
-                if left:
-                    after = apply_operation(base, entry.operation, entry.record_id, entry.record)
-                    self._set_base(db, left[0].seq, known, after)
+            acked: dict[int, ChangelogEntry] = {}
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                marks = ", ".join("?" for _ in chunk)
+                for row in db.execute(
+                    f"SELECT {_ENTRY_COLUMNS} FROM {CHANGELOG} WHERE state = 'queued'"
+                    f" AND seq IN ({marks})",
+                    chunk,
+                ):
+                    acked[row[0]] = _entry(row)
+            per_key: dict[tuple[str, str], int] = {}
+            for entry in acked.values():
+                key = (entry.resource, entry.record_id)
+                per_key[key] = per_key.get(key, 0) + 1
+            # records with queued writes left: their base moves forward over the acked ones
+            for resource, record_id in self._keys_with_more(db, per_key):
+                queued = self._queued(db, resource, record_id)
+                row = db.execute(
+                    f"SELECT base, base_known FROM {CHANGELOG} WHERE seq = ?", (queued[0].seq,)
+                ).fetchone()
+                known = bool(row[1])
+                base = orjson.loads(row[0]) if known and row[0] is not None else None
+                for entry in queued:
+                    if entry.seq in acked:
+                        base = apply_operation(base, entry.operation, entry.record_id, entry.record)
+                left = [e for e in queued if e.seq not in acked]
+                self._set_base(db, left[0].seq, known, base)
+            db.executemany(f"DELETE FROM {CHANGELOG} WHERE seq = ?", [(s,) for s in acked])
 
         await self._run(run, write=True)
+
+    @staticmethod
+    def _keys_with_more(
+        db: sqlite3.Connection, counts: Mapping[tuple[str, str], int]
+    ) -> list[tuple[str, str]]:
+        """The records among ``counts`` that have more queued entries than counted."""
+        out: list[tuple[str, str]] = []
+        by_resource: dict[str, list[str]] = {}
+        for resource, record_id in counts:
+            by_resource.setdefault(resource, []).append(record_id)
+        for resource, ids in by_resource.items():
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                marks = ", ".join("?" for _ in chunk)
+                for record_id, total in db.execute(
+                    f"SELECT record_id, count(*) FROM {CHANGELOG} WHERE resource = ?"
+                    f" AND state = 'queued' AND record_id IN ({marks}) GROUP BY record_id",
+                    (resource, *chunk),
+                ):
+                    if total > counts[(resource, record_id)]:
+                        out.append((resource, record_id))
+        return out
 
     def _refuse(
         self, db: sqlite3.Connection, seqs: Sequence[int], keep_as: str | None
