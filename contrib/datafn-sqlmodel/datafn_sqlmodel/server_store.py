@@ -124,6 +124,16 @@ class _Tables:
             )
 
 
+#: The idempotency records of a batch on PostgreSQL: one primary-key probe per mutation id (a
+#: correlated subquery, which the planner cannot turn into a scan), whatever the statistics
+#: say; with ``mutation_id = ANY(…)`` or a join it may read every record of the client and
+#: filter them, a cost that grows with the data. Ids without a record answer NULL.
+REPLAYS_SQL_POSTGRESQL = (
+    "SELECT u.mid, (SELECT outcome FROM datafn_idempotency WHERE namespace = %(ns)s "
+    "AND client_id = %(client)s AND mutation_id = u.mid) FROM unnest(%(mids)s::text[]) AS u(mid)"
+)
+
+
 class SqlServerStore(ServerStore):
     """A server store on SQLite or PostgreSQL (chosen by the URL's scheme)."""
 
@@ -462,14 +472,20 @@ class SqlServerStore(ServerStore):
             replays: dict[str, Any] = {}
             for start in range(0, len(mids), 500):
                 params: dict[str, Any] = {"ns": namespace, "client": client_id}
-                among = self._among("mid", mids[start : start + 500], params)
-                rows = conn.exec_driver_sql(
-                    "SELECT mutation_id, outcome FROM datafn_idempotency "
-                    f"WHERE namespace = {p('ns')} AND client_id = {p('client')} "
-                    f"AND mutation_id {among}",
-                    params,
+                if self.dialect == "postgresql":
+                    params["mids"] = mids[start : start + 500]
+                    sql = REPLAYS_SQL_POSTGRESQL
+                else:
+                    among = self._among("mid", mids[start : start + 500], params)
+                    sql = (
+                        "SELECT mutation_id, outcome FROM datafn_idempotency "
+                        f"WHERE namespace = {p('ns')} AND client_id = {p('client')} "
+                        f"AND mutation_id {among}"
+                    )
+                rows = conn.exec_driver_sql(sql, params)
+                replays.update(
+                    {mid: orjson.loads(outcome) for mid, outcome in rows if outcome is not None}
                 )
-                replays.update({mid: orjson.loads(outcome) for mid, outcome in rows})
             existing = self._load(conn, namespace, touched_keys(mutations))
             plan = plan_push(self.schema, mutations, existing=existing, replays=replays, seq=before)
             seqs = self._log(conn, namespace, plan.changes)

@@ -164,3 +164,44 @@ async def test_a_short_read_hops_while_another_thread_has_the_reader(
     assert await sqlite_file_store._read_now(read) is True
     with sqlite_file_store._now_lock:  # as when a store is shared by two event loops
         assert await sqlite_file_store._read_now(read) is False
+
+
+@pytest.mark.postgres
+async def test_the_idempotency_lookup_probes_the_key_at_any_size(postgres_url: str) -> None:
+    """30 000 idempotency records of one client, statistics fresh or not: the lookup of a
+    batch reads the rows of its own ids, never every row of the client."""
+    from datafn_sqlmodel.server_store import REPLAYS_SQL_POSTGRESQL
+
+    store = SqlServerStore(postgres_url, load_schema(SCHEMA))
+    await store.open()
+    try:
+        await store.apply_push("ns", "c1", [pending("insert", "todos:1", {"title": "a"})])
+        engine = sa.create_engine(postgres_url)
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(
+                    "INSERT INTO datafn_idempotency (namespace, client_id, mutation_id, outcome)"
+                    " SELECT 'ns', 'c1', 'm' || g, '{\"ok\": true}'"
+                    " FROM generate_series(1, 30000) AS g"
+                )
+                for analyze in (False, True):
+                    if analyze:
+                        conn.exec_driver_sql("ANALYZE datafn_idempotency")
+                    plan = conn.exec_driver_sql(
+                        "EXPLAIN (ANALYZE, FORMAT JSON) " + REPLAYS_SQL_POSTGRESQL,
+                        {"ns": "ns", "client": "c1", "mids": ["m5", "m77", "nope"]},
+                    ).scalar_one()
+                    nodes = list(_plan_nodes(plan[0]["Plan"]))
+                    removed = sum(n.get("Rows Removed by Filter", 0) for n in nodes)
+                    read = max(n.get("Actual Rows", 0) for n in nodes)
+                    assert removed == 0 and read <= 3, plan
+        finally:
+            engine.dispose()
+    finally:
+        await store.aclose()
+
+
+def _plan_nodes(node: dict[str, Any]) -> Any:
+    yield node
+    for child in node.get("Plans", ()):
+        yield from _plan_nodes(child)
