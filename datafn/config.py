@@ -22,9 +22,11 @@ Plugins declare their own sections with ``datafn_add_settings``; their tables
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import logging
 import os
+import re
 import tomllib
 import types
 import typing
@@ -89,7 +91,19 @@ class SyncSettings(Section):
     push_interval: float | None = Field(
         None, gt=0, description="push every N seconds; unset: push right after local writes"
     )
-    push_debounce: float = Field(0.05, ge=0, le=60, description="delay before an after-write push")
+    pull_interval: float | None = Field(
+        None,
+        gt=0,
+        description="pull every N seconds (a mirror without a real-time channel); unset: "
+        "pull on triggers only",
+    )
+    push_debounce: float = Field(
+        0.0,
+        ge=0,
+        le=60,
+        description="delay before an after-write push; 0: at once when idle, and what is "
+        "written while a push runs goes in the next one",
+    )
     push_batch_size: int = Field(100, ge=1, le=500)
     push_max_retries: int = Field(3, ge=0, le=100)
     retry_base_delay: float = Field(0.5, gt=0, description="first retry delay, seconds")
@@ -118,12 +132,30 @@ class LimitsSettings(Section):
     max_batch_size: int = Field(500, ge=1)
     max_pull_limit: int = Field(1000, ge=1)
     max_clone_page: int = Field(1000, ge=1)
-    max_clone_records: int = Field(10_000, ge=1)
+    max_clone_records: int = Field(
+        1_000_000,
+        ge=1,
+        description="most records a clone without `page` answers at once (all of them, or "
+        "LIMIT_EXCEEDED: never a truncated table)",
+    )
     max_id_length: int = Field(255, ge=1, le=4096)
     max_ws_connections: int = Field(10_000, ge=1)
     max_ws_per_namespace: int = Field(100, ge=1)
     max_ws_message_bytes: int = Field(64 * 1024, ge=256)
     rate_limit_per_second: float | None = Field(None, gt=0, description="per client address")
+    max_body_nodes: int = Field(
+        250_000, ge=100, description="JSON values (objects, arrays, scalars) in one request body"
+    )
+    max_seed_records: int = Field(10_000, ge=1, description="records in one seed request")
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="request line and headers of one request (datafn serve)"
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        description="open HTTP connections and requests in flight before new requests get 503 "
+        "(datafn serve); unset: the open-file limit less 100",
+    )
 
 
 class ServerSettings(Section):
@@ -143,6 +175,12 @@ class ServerSettings(Section):
         description='namespace of an authenticated subject, e.g. "user:{subject}"; unset: datafn',
     )
     shutdown_timeout: float = Field(10.0, ge=0)
+    read_timeout: float = Field(
+        30.0, gt=0, description="seconds a client has to send a whole request (headers and body)"
+    )
+    keep_alive_timeout: float = Field(
+        5.0, gt=0, description="seconds an idle keep-alive connection stays open (datafn serve)"
+    )
     ping_interval: float = Field(30.0, gt=0)
     ping_timeout: float = Field(10.0, gt=0)
     limits: LimitsSettings = LimitsSettings()
@@ -295,15 +333,68 @@ def _walk(
 ) -> Iterator[tuple[str, Any, str]]:
     for key, value in data.items():
         loc = (*prefix, key)
-        if isinstance(value, Mapping) and value and key != "tokens":
+        if isinstance(value, Mapping) and value and key not in ("tokens", "headers"):
             yield from _walk(value, loc, config)
         else:
-            shown = {k: "***" for k in value} if key == "tokens" else value
             yield (
                 ".".join(_kebab(p) for p in loc),
-                shown,
+                _shown(key, value),
                 config.source_of(".".join(loc)),
             )
+
+
+# Settings whose values are credentials, by the last part of their key (``token``,
+# ``api-key``, ``db_password``…), and request headers that carry credentials.
+_SECRET_KEY_RE = re.compile(
+    r"(?:^|[-_])(?:tokens?|passwords?|passwd|secrets?|api[-_]?keys?|private[-_]?keys?|"
+    r"credentials?)$",
+    re.IGNORECASE,
+)
+_SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"}
+)
+
+
+def _secret_fingerprint(secret: Any) -> str:
+    """What is shown instead of a secret: ``***`` and the first 8 hex digits of its SHA-256,
+    enough to tell two configured secrets apart, never enough to use one."""
+    digest = hashlib.sha256(str(secret).encode("utf-8", "surrogatepass")).hexdigest()
+    return f"*** (sha256:{digest[:8]})"
+
+
+def _mask_url(value: str) -> str:
+    """A URL's password (``scheme://user:password@host``) replaced by ``***``."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return value
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return value
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{slash}{tail}"
+
+
+def _shown(key: str, value: Any) -> Any:
+    """A setting's value as ``datafn config`` prints it: credentials never in clear."""
+    if value is None:
+        return None
+    if key == "tokens" and isinstance(value, Mapping):  # token → subject: hide the tokens
+        return {_secret_fingerprint(token): subject for token, subject in value.items()}
+    if key == "headers" and isinstance(value, Mapping):
+        return {
+            name: (
+                _secret_fingerprint(header)
+                if str(name).lower() in _SECRET_HEADERS or _SECRET_KEY_RE.search(str(name))
+                else header
+            )
+            for name, header in value.items()
+        }
+    if _SECRET_KEY_RE.search(key):
+        return _secret_fingerprint(value)
+    if isinstance(value, str):
+        return _mask_url(value)
+    return value
 
 
 def _kebab(name: str) -> str:
@@ -311,12 +402,13 @@ def _kebab(name: str) -> str:
 
 
 def _snake_keys(data: Any, *, depth: int = 0) -> Any:
-    """kebab-case keys of a TOML table → snake_case (not inside the schema or token maps)."""
+    """kebab-case keys of a TOML table → snake_case (not inside the schema, the token map or
+    the header map: header names keep their dashes)."""
     if depth > 16 or not isinstance(data, Mapping):
         return data
     return {
         (key.replace("-", "_") if isinstance(key, str) else key): (
-            value if key in ("schema", "tokens") else _snake_keys(value, depth=depth + 1)
+            value if key in ("schema", "tokens", "headers") else _snake_keys(value, depth=depth + 1)
         )
         for key, value in data.items()
     }

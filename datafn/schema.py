@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import math
 import re
 import tomllib
@@ -36,9 +37,12 @@ from pydantic.alias_generators import to_camel
 
 from datafn.errors import SchemaError, ValidationFailed
 
+log = logging.getLogger("datafn.schema")
+
 __all__ = [
     "FORBIDDEN_KEYS",
     "IDENTIFIER_PATTERN",
+    "KV_RESOURCE",
     "MAX_DEPTH",
     "MAX_ID_LENGTH",
     "FieldSpec",
@@ -151,49 +155,76 @@ def check_json_value(value: Any, *, path: str, max_depth: int = MAX_DEPTH) -> No
     Refuses (``ValidationFailed``, code ``DFQL_INVALID``) non-JSON types, non-string keys,
     non-finite numbers, the keys ``__proto__``, ``constructor`` and ``prototype`` at any depth,
     and nesting deeper than ``max_depth``. Iterative, so hostile input cannot exhaust the stack.
+
+    The walk keeps one iterator per open container and builds the path of a value only when it
+    is refused: building every child's path up front cost N×K bytes for N items under a
+    K-character key, so a small hostile body could ask for gigabytes.
     """
-    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
-    while stack:
-        item, raw_path, depth = stack.pop()
-        item_path = raw_path or "$"
-        if item is None or isinstance(item, str | bool | int):
-            continue
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                raise ValidationFailed(
-                    "numbers must be finite", code="DFQL_INVALID", path=item_path
-                )
-            continue
-        if isinstance(item, dict | list):
-            if depth >= max_depth:
-                raise ValidationFailed(
-                    f"value is nested deeper than {max_depth} levels",
-                    code="DFQL_INVALID",
-                    path=item_path,
-                )
-            if isinstance(item, dict):
-                for key, sub in item.items():
-                    if not isinstance(key, str):
-                        raise ValidationFailed(
-                            f"object keys must be strings, got {_describe(key)}",
-                            code="DFQL_INVALID",
-                            path=item_path,
-                        )
-                    sub_path = f"{raw_path}.{key}" if raw_path else key
-                    if key in FORBIDDEN_KEYS:
-                        raise ValidationFailed(
-                            f"the key {key!r} is not allowed",
-                            code="DFQL_INVALID",
-                            path=sub_path,
-                        )
-                    stack.append((sub, sub_path, depth + 1))
-            else:
-                for index, sub in enumerate(item):
-                    stack.append((sub, f"{raw_path}[{index}]", depth + 1))
-            continue
+    if not isinstance(value, dict | list):
+        _check_json_leaf(value, path, ())
+        return
+    if max_depth <= 0:
         raise ValidationFailed(
-            f"expected a JSON value, got {_describe(item)}", code="DFQL_INVALID", path=item_path
+            f"value is nested deeper than {max_depth} levels",
+            code="DFQL_INVALID",
+            path=path or "$",
         )
+    # frames[i] iterates the container at depth i; trail[i] is the key or index being visited
+    frames: list[Any] = [iter(value.items()) if isinstance(value, dict) else enumerate(value)]
+    in_object: list[bool] = [isinstance(value, dict)]
+    trail: list[str | int] = [0]
+    while frames:
+        for key, item in frames[-1]:
+            if in_object[-1]:
+                if not isinstance(key, str):
+                    raise ValidationFailed(
+                        f"object keys must be strings, got {_describe(key)}",
+                        code="DFQL_INVALID",
+                        path=_join_path(path, trail[:-1]),
+                    )
+                if key in FORBIDDEN_KEYS:
+                    trail[-1] = key
+                    raise ValidationFailed(
+                        f"the key {key!r} is not allowed",
+                        code="DFQL_INVALID",
+                        path=_join_path(path, trail),
+                    )
+            trail[-1] = key
+            if item is None or isinstance(item, str | bool | int):
+                continue
+            if isinstance(item, dict | list):
+                if len(frames) >= max_depth:
+                    raise ValidationFailed(
+                        f"value is nested deeper than {max_depth} levels",
+                        code="DFQL_INVALID",
+                        path=_join_path(path, trail),
+                    )
+                frames.append(iter(item.items()) if isinstance(item, dict) else enumerate(item))
+                in_object.append(isinstance(item, dict))
+                trail.append(0)
+                break
+            _check_json_leaf(item, path, trail)
+        else:
+            frames.pop()
+            in_object.pop()
+            trail.pop()
+
+
+def _check_json_leaf(item: Any, path: str, trail: Sequence[str | int]) -> None:
+    """Refuse a scalar that is not JSON (the path is built only then)."""
+    if item is None or isinstance(item, str | bool | int):
+        return
+    if isinstance(item, float):
+        if not math.isfinite(item):
+            raise ValidationFailed(
+                "numbers must be finite", code="DFQL_INVALID", path=_join_path(path, trail)
+            )
+        return
+    raise ValidationFailed(
+        f"expected a JSON value, got {_describe(item)}",
+        code="DFQL_INVALID",
+        path=_join_path(path, trail),
+    )
 
 
 def _parse_date(value: str) -> bool:
@@ -573,11 +604,41 @@ class Schema(_SchemaModel):
             seen.add(resource.name)
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _builtin_kv(cls, data: Any) -> Any:
+        """Every schema has the built-in ``kv`` resource, as the original DataFn adds it (its
+        clients clone, pull and reconcile it): appended when absent, checked when present."""
+        if not isinstance(data, dict) or not isinstance(data.get("resources"), list):
+            return data
+        resources = data["resources"]
+        if not resources:
+            return data  # an empty schema is refused as such
+        for index, resource in enumerate(resources):
+            if isinstance(resource, dict) and resource.get("name") == KV_RESOURCE:
+                _check_kv(resource, index)
+                return data
+        return {**data, "resources": [*resources, copy.deepcopy(KV_RESOURCE_SPEC)]}
+
     @classmethod
     def from_dict(cls, data: Any) -> Schema:
-        """Validate a wire-form schema dict; raises ``SchemaError`` with a JSON path."""
+        """Validate a wire-form schema dict; raises ``SchemaError`` with a JSON path.
+
+        A schema written for the original DataFn server loads too: the keys that do not
+        concern sync (``indices``, ``permissions``, ``capabilities``, a top-level ``version``
+        …) are ignored with one warning naming them, and a field declared as ``id`` (ids are
+        implicit here) must be a string.
+        """
         if not isinstance(data, dict):
             raise SchemaError(f"a schema must be an object, got {_describe(data)}", path="$")
+        data, ignored = _strip_original_keys(data)
+        if ignored:
+            log.warning(
+                "schema: ignored %d key(s) of the original DataFn schema format that do not "
+                "concern sync: %s",
+                len(ignored),
+                ", ".join(ignored[:20]) + (" …" if len(ignored) > 20 else ""),
+            )
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -616,6 +677,97 @@ class Schema(_SchemaModel):
     def hash(self) -> str:
         """``"sha256:<hex>"`` of the canonical JSON of :meth:`to_dict`."""
         return "sha256:" + hashlib.sha256(canonical_json(self.to_dict())).hexdigest()
+
+
+#: The name of the built-in key-value resource.
+KV_RESOURCE = "kv"
+
+#: The built-in ``kv`` resource as the original DataFn defines it (its ``id`` field is this
+#: schema's implicit id; its ``indices`` and ``permissions`` do not concern sync).
+KV_RESOURCE_SPEC: dict[str, Any] = {
+    "name": KV_RESOURCE,
+    "version": 1,
+    "idPrefix": KV_RESOURCE,
+    "fields": [{"name": "value", "type": "json"}],
+}
+
+#: Keys of the original DataFn schema format that do not concern sync: accepted, ignored.
+_ORIGINAL_SCHEMA_KEYS = frozenset({"version", "capabilities", "namespaced", "plugins"})
+_ORIGINAL_RESOURCE_KEYS = frozenset(
+    {
+        "indices",
+        "permissions",
+        "capabilities",
+        "namespaced",
+        "description",
+        "label",
+        "search",
+        "views",
+        "timestamps",
+        "softDelete",
+        "e2ee",
+    }
+)
+_ORIGINAL_FIELD_KEYS = frozenset(
+    {"unique", "description", "label", "index", "indexed", "searchable", "encrypted", "e2ee"}
+)
+
+
+def _strip_original_keys(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The schema without the original format's keys that do not concern sync (and without a
+    field declared as ``id``), and the paths of the keys left out."""
+    ignored: list[str] = []
+    out = {k: v for k, v in data.items() if k not in _ORIGINAL_SCHEMA_KEYS}
+    ignored += [k for k in data if k in _ORIGINAL_SCHEMA_KEYS]
+    resources = data.get("resources")
+    if not isinstance(resources, list):
+        return out, ignored
+    kept_resources: list[Any] = []
+    for r_index, resource in enumerate(resources):
+        if not isinstance(resource, dict):
+            kept_resources.append(resource)
+            continue
+        where = f"resources[{r_index}]"
+        kept = {k: v for k, v in resource.items() if k not in _ORIGINAL_RESOURCE_KEYS}
+        ignored += [f"{where}.{k}" for k in resource if k in _ORIGINAL_RESOURCE_KEYS]
+        fields = resource.get("fields")
+        if isinstance(fields, list):
+            kept_fields: list[Any] = []
+            for f_index, spec in enumerate(fields):
+                if not isinstance(spec, dict):
+                    kept_fields.append(spec)
+                    continue
+                if spec.get("name") == "id":
+                    if spec.get("type", "string") != "string":
+                        raise SchemaError(
+                            "a field declared as 'id' must be a string (ids are strings)",
+                            path=f"$.{where}.fields[{f_index}].type",
+                        )
+                    ignored.append(f"{where}.fields[{f_index}] (id is implicit)")
+                    continue
+                kept_fields.append({k: v for k, v in spec.items() if k not in _ORIGINAL_FIELD_KEYS})
+                ignored += [
+                    f"{where}.fields[{f_index}].{k}" for k in spec if k in _ORIGINAL_FIELD_KEYS
+                ]
+            kept["fields"] = kept_fields
+        kept_resources.append(kept)
+    out["resources"] = kept_resources
+    return out, ignored
+
+
+def _check_kv(resource: dict[str, Any], index: int) -> None:
+    """A schema's own ``kv`` must be compatible with the built-in one."""
+    if resource.get("version", 1) != 1:
+        raise _PathedValueError(
+            "the built-in kv resource has version 1", ("resources", index, "version")
+        )
+    fields = {f.get("name"): f for f in resource.get("fields", []) if isinstance(f, dict)}
+    value = fields.get("value")
+    if value is None or value.get("type") != "json" or value.get("required", False):
+        raise _PathedValueError(
+            "the built-in kv resource needs an optional json field 'value'",
+            ("resources", index, "fields"),
+        )
 
 
 def schema_differences(client: Schema, server: Schema) -> list[str]:

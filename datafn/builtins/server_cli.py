@@ -76,7 +76,18 @@ def serve(
         f"(store: {app.state.datafn.store.name})",
         err=True,
     )
+    click.echo(f"datafn: {describe_mode(settings.production)}", err=True)
     uvicorn_server(app, log_level=log_level, access_log=access_log, freeze_gc=True).run()
+
+
+def describe_mode(production: bool) -> str:
+    """The line ``datafn serve`` prints at start about what its errors reveal."""
+    if production:
+        return "production mode: INTERNAL errors say only 'internal error'"
+    return (
+        "development mode: INTERNAL errors name the exception and its message "
+        "(pass --production, or set server.production, on a server others can reach)"
+    )
 
 
 @hookimpl

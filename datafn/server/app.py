@@ -5,7 +5,9 @@ plugins), a schema and a server store. Every request goes through the checks of 
 in this order, and every answer is an envelope::
 
     shutdown (503) → rate limit (429) → body size: Content-Length, then the bytes read (413)
-    → JSON parse (400) → authentication (401) / namespace / authorize (403)
+    → body read within read-timeout (408) → JSON parse (400)
+    → authentication (401) / namespace / authorize (403)
+    → bounds: resource lists, seed records, JSON values (400, datafn.server.bounds)
     → validation against the wire models, the limits and the schema (400)
     → datafn_before_sync (fail-closed) → execution → datafn_after_sync (fail-open)
 
@@ -18,17 +20,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -46,11 +49,19 @@ from datafn.errors import (
 from datafn.registry import backend_name
 from datafn.runtime import Runtime
 from datafn.schema import Schema, load_schema
+from datafn.server.bounds import check_request_bounds
 from datafn.server.bus import NotificationBus
 from datafn.server.service import SyncService, resources_of
 from datafn.server.store import RecordTexts, ServerStore
 
-__all__ = ["DatafnServer", "create_app", "current_server", "open_bus", "open_store"]
+__all__ = [
+    "DatafnServer",
+    "create_app",
+    "current_server",
+    "merge_headers",
+    "open_bus",
+    "open_store",
+]
 
 log = logging.getLogger("datafn.server")
 
@@ -67,6 +78,25 @@ def current_server() -> DatafnServer | None:
 
 
 _SYNC_ACTIONS = ("clone", "pull", "push", "reconcile", "seed")
+
+#: Bodies up to this size are validated on the event loop (a thread hop costs more than
+#: their validation); larger ones in a worker thread.
+_VALIDATE_ON_LOOP_BYTES = 64 * 1024
+
+
+def merge_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Request headers as one dict for the hooks, for HTTP requests and WebSockets alike.
+
+    A header sent twice is joined with ``", "`` (as RFC 9110 reads repeated fields), never
+    resolved to one of its values: two ``Authorization`` headers make one credential that no
+    authentication accepts.
+    """
+    headers: dict[str, str] = {}
+    for name, value in items:
+        name = name.lower()
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
 
 _STATUS_BY_CODE = {
     "FORBIDDEN": 403,
@@ -209,7 +239,12 @@ class DatafnServer:
             exception_handlers={HTTPException: self._http_exception},  # type: ignore[dict-item]
             lifespan=self._lifespan,
         )
+        # ``/datafn/pull/`` is a 404 envelope, not a redirect whose Location the Host header
+        # (any client's choice) would build.
+        self.app.router.redirect_slashes = False
         self.app.state.datafn = self
+        # large bodies are validated in worker threads, a few at a time (see _validate)
+        self._validation_limiter = anyio.CapacityLimiter(2)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -323,6 +358,10 @@ class DatafnServer:
             body = await self._run(request, action)
         except ProtocolError as exc:
             return self._error_response(exc)
+        except ClientDisconnect:
+            # the client went away before its body arrived: nobody reads this answer
+            log.debug("%s: the client disconnected before its request was read", action)
+            return Response(status_code=499)
         except Exception as exc:
             return self._error_response(self._internal(exc))
         finally:
@@ -339,21 +378,22 @@ class DatafnServer:
         if self._rate is not None and not self._rate.allow(client_host or "?"):
             raise _error("LIMIT_EXCEEDED", "too many requests", status=429)
         payload: Any = None
+        size = 0
         if action != "status":
-            payload = self._parse(await self._read_body(request))
+            body = await self._read_body(request)
+            size = len(body)
+            payload = self._parse(body)
         if not self._opened:
             if self._draining:  # never reopen what shutdown closed
                 raise ServiceUnavailable("the server is shutting down", http_status=503)
             await self.open()
-        headers: dict[str, str] = {}
-        for name, value in request.headers.items():
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        headers = merge_headers(request.headers.items())
         identity, namespace = await self.authenticate(headers, action)
         context = RequestContext(action, identity, namespace, headers, client_host)
         await self.authorize(context, payload)
         if action == "status":
             return self.service.status()
-        prepared = self.service.validate(action, payload)
+        prepared = await self._validate(action, payload, size)
         sync_context = SyncContext(
             side="server",
             client_id=payload.get("clientId") if isinstance(payload.get("clientId"), str) else None,
@@ -367,12 +407,42 @@ class DatafnServer:
             raise self._vetoed(exc) from None
         if replaced is not payload:
             payload = replaced
-            prepared = self.service.validate(action, payload)
+            prepared = await self._validate(action, payload, size)
         result = await self.service.run(action, namespace, prepared)
         await self._caller.after_sync(action, payload, result, sync_context)
         return result
 
+    async def _validate(self, action: str, payload: Any, size: int) -> Any:
+        """Bound the body (:mod:`datafn.server.bounds`), then validate it; a body larger than
+        ``_VALIDATE_ON_LOOP_BYTES`` is validated in a worker thread, so the other clients are
+        not held while it is (validation is pure Python and yields the GIL every few ms)."""
+        if size <= _VALIDATE_ON_LOOP_BYTES:
+            return self._validate_now(action, payload)
+        return await anyio.to_thread.run_sync(
+            self._validate_now, action, payload, limiter=self._validation_limiter
+        )
+
+    def _validate_now(self, action: str, payload: Any) -> Any:
+        check_request_bounds(
+            action, payload, resources=len(self.schema.resources), limits=self.limits
+        )
+        return self.service.validate(action, payload)
+
     async def _read_body(self, request: Request) -> bytes:
+        # A client that sends its body slowly (or stops) holds a connection and a task:
+        # the whole body must arrive within ``read-timeout`` (408 otherwise). ``datafn
+        # serve`` also bounds the headers' time, see datafn.server.connections.
+        timeout = self.settings.read_timeout
+        with anyio.move_on_after(timeout):
+            return await self._read_body_now(request)
+        raise _error(
+            "LIMIT_EXCEEDED",
+            f"the request was not received within {timeout:g} s",
+            status=408,
+            details={"timeout": timeout},
+        )
+
+    async def _read_body_now(self, request: Request) -> bytes:
         limit = self.limits.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:

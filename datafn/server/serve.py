@@ -3,6 +3,10 @@
 On the first SIGINT/SIGTERM the DataFn server starts draining: requests that arrive from then
 on are answered 503 ``SERVICE_UNAVAILABLE`` while uvicorn stops listening and lets the requests
 in flight finish (for at most ``shutdown-timeout`` seconds); then the lifespan closes the store.
+
+The server also bounds what one client can hold: header bytes, the time to send a request and
+the number of connections (:mod:`datafn.server.connections`, ``limit_concurrency``), and keeps
+credentials out of uvicorn's debug logs (:mod:`datafn.server.logs`).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ import uvicorn
 from starlette.applications import Starlette
 
 from datafn.server.app import DatafnServer
+from datafn.server.connections import http_protocol
+from datafn.server.logs import install_log_filters
 
-__all__ = ["UvicornServer", "uvicorn_server"]
+__all__ = ["UvicornServer", "max_connections", "uvicorn_server"]
 
 log = logging.getLogger("datafn.server")
 
@@ -71,6 +77,22 @@ class UvicornServer(uvicorn.Server):
         self._draining_task = loop.create_task(self.datafn.run_shutdown_callbacks())
 
 
+def max_connections(configured: int | None) -> int:
+    """``max-connections``, or by default the process's open-file limit less 100 (kept for
+    the database, the log files and the listening sockets)."""
+    if configured is not None:
+        return configured
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not on POSIX
+        return 1000
+    if soft == resource.RLIM_INFINITY:
+        return 65_000
+    return max(10, soft - 100)
+
+
 def uvicorn_server(
     app: Starlette,
     *,
@@ -93,6 +115,16 @@ def uvicorn_server(
     options.setdefault("ws_ping_interval", settings.ping_interval)
     options.setdefault("ws_ping_timeout", settings.ping_timeout)
     options.setdefault("ws_max_size", settings.limits.max_ws_message_bytes)
+    # bounds on hostile connections (see datafn.server.connections)
+    options.setdefault(
+        "http",
+        http_protocol(
+            max_header_bytes=settings.limits.max_header_bytes, read_timeout=settings.read_timeout
+        ),
+    )
+    options.setdefault("h11_max_incomplete_event_size", settings.limits.max_header_bytes)
+    options.setdefault("timeout_keep_alive", max(1, round(settings.keep_alive_timeout)))
+    options.setdefault("limit_concurrency", max_connections(settings.limits.max_connections))
     config = uvicorn.Config(
         app,
         host=host or settings.host,
@@ -103,4 +135,5 @@ def uvicorn_server(
         timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout)),
         **options,
     )
+    install_log_filters()  # tokens out of debug logs, clients' UTF-8 errors in one line
     return UvicornServer(config, datafn, freeze_gc=freeze_gc)

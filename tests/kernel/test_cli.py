@@ -54,6 +54,39 @@ def test_config_shows_values_and_their_sources(
     assert rows["sync.pull-batch-size"]["source"] == "default"
 
 
+def test_config_never_prints_a_secret(project: Path, write_pyproject: WritePyproject) -> None:
+    secrets = ["tok-AAAA1111", "tok-BBBB2222", "hdr-CCCC3333", "pw-DDDD4444", "key-EEEE5555"]
+    write_pyproject(
+        project,
+        "[tool.datafn.server]\n"
+        'database = "postgresql+psycopg://app:pw-DDDD4444@db.example/app"\n'
+        "[tool.datafn.server.tokens]\n"
+        '"tok-AAAA1111" = "alice"\n'
+        "[tool.datafn.http]\n"
+        'token = "tok-BBBB2222"\n'
+        'headers = { Authorization = "Basic hdr-CCCC3333", X-Api-Key = "key-EEEE5555", '
+        'X-Trace = "visible" }\n',
+    )
+    as_json = run("config", "--json", cwd=project)
+    table = run("config", cwd=project)
+    for result in (as_json, table):
+        assert result.returncode == 0, result.stderr
+        for secret in secrets:
+            assert secret not in result.stdout + result.stderr
+    rows = {row["key"]: row["value"] for row in json.loads(as_json.stdout)}
+    assert rows["server.tokens"] == {"*** (sha256:" + _sha("tok-AAAA1111") + ")": "alice"}
+    assert rows["http.token"] == "*** (sha256:" + _sha("tok-BBBB2222") + ")"
+    assert rows["http.headers"]["X-Trace"] == "visible"
+    assert rows["server.database"] == "postgresql+psycopg://app:***@db.example/app"
+    assert "alice" in table.stdout and "sha256:" in table.stdout
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def test_bad_configuration_is_one_line_without_traceback(
     project: Path, write_pyproject: WritePyproject
 ) -> None:
@@ -61,7 +94,7 @@ def test_bad_configuration_is_one_line_without_traceback(
     result = run("config", cwd=project)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        'error: tool.datafn.sync.push-batch-size: expected an integer ≥ 1 and ≤ 500, got "ten"'
+        'Error: tool.datafn.sync.push-batch-size: expected an integer ≥ 1 and ≤ 500, got "ten"'
     )
     assert "Traceback" not in result.stderr
 

@@ -164,5 +164,9 @@ def test_effective_settings_hide_tokens(
 ) -> None:
     write_pyproject(project, '[tool.datafn.server.tokens]\nsecret-token = "alice"\n')
     rows = {key: (value, source) for key, value, source in load_config().effective()}
-    assert rows["server.tokens"] == ({"secret-token": "***"}, "pyproject.toml")
+    shown, source = rows["server.tokens"]
+    assert source == "pyproject.toml"
+    assert list(shown.values()) == ["alice"]  # the subject is no secret, the token is
+    assert "secret-token" not in repr(rows)
+    assert next(iter(shown)).startswith("*** (sha256:")
     assert rows["sync.push-batch-size"] == (100, "default")

@@ -216,6 +216,23 @@ def test_arbitrary_bytes_are_refused_cleanly(client: Client) -> None:
         b'{"data":{"todos":[{"id":"a","title":"x","__proto__":{"polluted":true}}]}}',
         b"\xef\xbb\xbf{}",
         b"x" * 5000,
+        # amplification shapes: many items under a long key (N×K bytes of paths, once)
+        b'{"clientId":"c1","cursors":{"' + b"k" * 2000 + b'":[' + b",".join([b"0"] * 900) + b"]}}",
+        b'{"clientId":"c1","' + b"k" * 2000 + b'":[' + b",".join([b"[]"] * 600) + b"]}",
+        # lists of resource names far longer than the schema
+        b'{"clientId":"c1","resources":['
+        + b",".join([b'"todos"'] * 200)
+        + b'],"tables":['
+        + b",".join([b'"todos"'] * 200)
+        + b"]}",
+        b'{"clientId":"c1","cursors":{' + b",".join(b'"r%d":"0"' % i for i in range(300)) + b"}}",
+        b'{"data":{' + b",".join(b'"r%d":[]' % i for i in range(400)) + b"}}",
+        # many values in one record, many records in one seed
+        b'{"clientId":"c1","mutations":[{"resource":"todos","operation":"insert","id":"a",'
+        b'"clientId":"c1","mutationId":"m","record":{"title":"x","tags":['
+        + b",".join([b"0"] * 1700)
+        + b"]}}]}",
+        b'{"data":{"todos":[' + b",".join([b"{}"] * 1300) + b"]}}",
     ],
 )
 def test_hostile_bodies(client: Client, raw: bytes) -> None:
