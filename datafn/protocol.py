@@ -44,6 +44,7 @@ __all__ = [
     "CloneResult",
     "Cursor",
     "CursorMessage",
+    "GlobalPullRequest",
     "HelloMessage",
     "Mutation",
     "Operation",
@@ -54,6 +55,7 @@ __all__ = [
     "PushResult",
     "ReconcileRequest",
     "ReconcileResult",
+    "SeedClientRequest",
     "SeedRequest",
     "SeedResult",
     "StatusResult",
@@ -197,6 +199,21 @@ class PullRequest(WireModel):
     limit: PositiveInt | None = None
 
 
+class GlobalPullRequest(WireModel):
+    """The second pull form (the original client's cloneUp): one cursor over every resource,
+    answered with ``{changes: [{serverSeq, resource, id, op, record}], nextCursor}``."""
+
+    client_id: ClientId
+    cursor: Cursor
+    limit: PositiveInt | None = None
+
+
+class SeedClientRequest(WireModel):
+    """The original's seed form: ``{clientId}`` marks the namespace seeded, writes no data."""
+
+    client_id: ClientId
+
+
 _NEEDS_RECORD = frozenset({"insert", "merge", "replace"})
 
 
@@ -224,13 +241,19 @@ class Mutation(WireModel):
 
 
 class PushRequest(WireModel):
+    """A push: the request is checked as a whole (its client id, each mutation's client id
+    equal to it); each mutation is parsed on its own (:class:`Mutation`), so one the server
+    cannot perform is refused alone."""
+
     client_id: ClientId
-    mutations: list[Mutation]
+    mutations: list[Any]
 
     @model_validator(mode="after")
     def _check_client_ids(self) -> PushRequest:
         for index, mutation in enumerate(self.mutations):
-            if mutation.client_id != self.client_id:
+            if isinstance(mutation, dict) and mutation.get("clientId", self.client_id) != (
+                self.client_id
+            ):
                 raise _PathedValueError(
                     "the mutation's clientId differs from the request's clientId",
                     ("mutations", index, "clientId"),

@@ -134,18 +134,28 @@ def test_format_cursor_refuses(bad: Any) -> None:
 # --------------------------------------------------------------------------- requests
 
 
+def parse_push(body: Any) -> list[Mutation]:
+    """The request checked as a whole, then each mutation parsed on its own (the server
+    refuses a mutation that does not parse alone, the rest of the batch goes on)."""
+    request = PushRequest.from_wire(body)
+    return [
+        Mutation.from_wire(m, path_prefix=f"mutations[{i}]")
+        for i, m in enumerate(request.mutations)
+    ]
+
+
 def test_push_round_trip_keeps_camel_case() -> None:
     request = PushRequest.from_wire(push(MUTATION))
-    m = request.mutations[0]
+    m = parse_push(push(MUTATION))[0]
     assert m.client_id == "c1" and m.mutation_id == "m1" and m.if_ == {"title": "old"}
-    wire = request.to_wire()
+    wire = {**request.to_wire(), "mutations": [m.to_wire()]}
     assert wire == push(MUTATION)
     assert "mutationId" in wire["mutations"][0] and "if" in wire["mutations"][0]
     assert "mutation_id" not in json.dumps(wire)
     # Null values inside records survive; absent optional fields stay absent.
     assert wire["mutations"][0]["record"]["note"] is None
-    delete = PushRequest.from_wire(push(mutation(operation="delete", record=..., **{"if": ...})))
-    assert delete.to_wire()["mutations"][0].keys() == {
+    (delete,) = parse_push(push(mutation(operation="delete", record=..., **{"if": ...})))
+    assert delete.to_wire().keys() == {
         "resource",
         "version",
         "operation",
@@ -153,7 +163,7 @@ def test_push_round_trip_keeps_camel_case() -> None:
         "clientId",
         "mutationId",
     }
-    assert PushRequest.from_wire(wire) == request
+    assert parse_push(wire) == [m]
 
 
 def test_python_names_are_accepted() -> None:
@@ -220,20 +230,20 @@ def test_unknown_top_level_keys_are_ignored() -> None:
 )
 def test_push_request_errors(body: Any, path: str) -> None:
     with pytest.raises(ValidationFailed) as info:
-        PushRequest.from_wire(body)
+        parse_push(body)
     assert info.value.code == "DFQL_INVALID"
     assert info.value.path == path, str(info.value)
     assert info.value.http_status == 400
 
 
 def test_delete_needs_no_record() -> None:
-    request = PushRequest.from_wire(push(mutation(operation="delete", record=...)))
-    assert request.mutations[0].record is None
+    (delete,) = parse_push(push(mutation(operation="delete", record=...)))
+    assert delete.record is None
 
 
 def test_path_prefix() -> None:
     with pytest.raises(ValidationFailed) as info:
-        PushRequest.from_wire(push(mutation(id="")), path_prefix="body")
+        Mutation.from_wire(mutation(id=""), path_prefix="body.mutations[0]")
     assert info.value.path == "body.mutations[0].id"
     with pytest.raises(ValidationFailed) as info:
         PushRequest.from_wire([], path_prefix="body")
@@ -266,7 +276,7 @@ def test_non_object_bodies(body: Any) -> None:
 )
 def test_hostile_bodies_give_validation_failed(body: Any) -> None:
     with pytest.raises(ValidationFailed) as info:
-        PushRequest.from_wire(body)
+        parse_push(body)
     assert info.value.code == "DFQL_INVALID"
 
 

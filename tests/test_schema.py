@@ -73,7 +73,7 @@ def todos(schema: Schema) -> ResourceSpec:
 
 
 def test_load_from_dict(schema: Schema) -> None:
-    assert [r.name for r in schema.resources] == ["todos", "audit"]
+    assert [r.name for r in schema.resources] == ["todos", "audit", "kv"]  # kv: built in
     todos = schema.resource("todos")
     assert todos.id_prefix == "todo"
     assert todos.version == 1
@@ -178,7 +178,7 @@ def test_unsupported_suffix(tmp_path: Path) -> None:
         (with_resource(fields={}), "$.resources[0].fields", "list"),
         (with_field(2, type="integer"), "$.resources[0].fields[2].type", "'string'"),
         (with_field(2, type=None), "$.resources[0].fields[2].type", "null"),
-        (with_field(0, name="id"), "$.resources[0].fields[0].name", "reserved"),
+        (with_field(0, name="id", type="number"), "$.resources[0].fields[0].type", "string"),
         (with_field(0, name="__proto__"), "$.resources[0].fields[0].name", "reserved"),
         (with_field(0, name="prototype"), "$.resources[0].fields[0].name", "reserved"),
         (with_field(0, name="has space"), "$.resources[0].fields[0].name", "must match"),
@@ -504,3 +504,64 @@ def test_check_json_value_root_path() -> None:
     with pytest.raises(ValidationFailed) as info:
         check_json_value(object(), path="")
     assert info.value.path == "$"
+
+
+def test_every_schema_has_the_builtin_kv_resource() -> None:
+    schema = load_schema({"resources": [{"name": "todos", "fields": []}]})
+    assert schema.resource("kv").to_dict() == {
+        "name": "kv",
+        "version": 1,
+        "idPrefix": "kv",
+        "fields": [{"name": "value", "type": "json"}],
+    }
+    own = {"name": "kv", "version": 1, "fields": [{"name": "value", "type": "json"}]}
+    kept = load_schema({"resources": [own, {"name": "todos", "fields": []}]})
+    assert kept.resource_names == ["kv", "todos"]
+    bad = {"name": "kv", "version": 1, "fields": [{"name": "value", "type": "string"}]}
+    with pytest.raises(SchemaError) as info:
+        load_schema({"resources": [bad]})
+    assert info.value.path == "$.resources[0].fields"
+
+
+def test_a_schema_of_the_original_format_loads_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    original = {
+        "version": 3,
+        "capabilities": ["timestamps"],
+        "namespaced": True,
+        "resources": [
+            {
+                "name": "tasks",
+                "version": 2,
+                "idPrefix": "task",
+                "indices": {"base": ["title"]},
+                "permissions": {"read": {"fields": ["title"]}},
+                "capabilities": ["audit"],
+                "fields": [
+                    {"name": "id", "type": "string", "required": True, "unique": True},
+                    {"name": "title", "type": "string", "required": True, "unique": True},
+                ],
+            }
+        ],
+        "relations": [{"from": "tasks", "to": "tasks", "type": "many-many", "relation": "deps"}],
+    }
+    with caplog.at_level("WARNING", logger="datafn.schema"):
+        schema = load_schema(original)
+    (warning,) = [r for r in caplog.records if r.name == "datafn.schema"]
+    for key in (
+        "version",
+        "capabilities",
+        "namespaced",
+        "resources[0].indices",
+        "resources[0].permissions",
+        "resources[0].capabilities",
+        "resources[0].fields[0] (id is implicit)",
+        "resources[0].fields[1].unique",
+    ):
+        assert key in warning.getMessage()
+    tasks = schema.resource("tasks")
+    assert (tasks.version, tasks.id_prefix, tasks.field_names) == (2, "task", ["title"])
+    assert schema.relations == original["relations"]
+    with pytest.raises(SchemaError):  # a key neither format knows is still an error
+        load_schema({"resources": [{"name": "x", "fields": [], "indexes": []}]})

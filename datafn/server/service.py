@@ -19,9 +19,12 @@ from datafn.errors import ValidationFailed
 from datafn.protocol import (
     CAPABILITIES,
     CloneRequest,
+    GlobalPullRequest,
+    Mutation,
     PullRequest,
     PushRequest,
     ReconcileRequest,
+    SeedClientRequest,
     SeedRequest,
 )
 from datafn.schema import ResourceSpec, Schema, _describe
@@ -39,6 +42,16 @@ __all__ = ["PreparedPush", "PreparedSeed", "SyncService", "fold_changes"]
 log = logging.getLogger("datafn.server")
 
 Request = CloneRequest | PullRequest | ReconcileRequest
+
+#: The operations of a push this server performs; any other is refused per mutation.
+OPERATIONS = frozenset({"insert", "merge", "replace", "delete"})
+
+
+def is_feed_key(name: str) -> bool:
+    """A pull cursor key that is not a resource: the original client's actor feed
+    (``__datafn_actor_feed__``) and many-many join stores (``join_<from>_<rel>_<to>``). Their
+    cursors are answered as sent (this server keeps neither)."""
+    return name.startswith(("__datafn_", "join_"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +119,40 @@ def fold_changes(
     return records, merged, deleted
 
 
+def _refused_mutation(raw: Any, path: str) -> PendingMutation | None:
+    """A mutation refused on its own, as the original refuses it (the batch goes on): one
+    that is not an object, lacks its mutation id, or names an operation this server does not
+    perform (``trash``, ``relate``, capability operations: ``DFQL_UNSUPPORTED``)."""
+    if not isinstance(raw, dict):
+        error = MutationError("DFQL_INVALID", "a mutation must be an object", path)
+        return PendingMutation("", "", "delete", "", None, error=error)
+    mutation_id = raw.get("mutationId")
+    if not isinstance(mutation_id, str) or not mutation_id:
+        error = MutationError(
+            "DFQL_INVALID", "the mutation has no mutationId", f"{path}.mutationId"
+        )
+        return PendingMutation("", "", "delete", "", None, error=error)
+    operation = raw.get("operation")
+    if operation not in OPERATIONS:
+        error = MutationError(
+            "DFQL_UNSUPPORTED",
+            f"unsupported operation {_describe(operation)}; this server performs "
+            + ", ".join(sorted(OPERATIONS)),
+            f"{path}.operation",
+        )
+        resource = raw.get("resource")
+        record_id = raw.get("id")
+        return PendingMutation(
+            mutation_id,
+            resource if isinstance(resource, str) else "",
+            "delete",
+            record_id if isinstance(record_id, str) else "",
+            None,
+            error=error,
+        )
+    return None
+
+
 class SyncService:
     """Validates and runs clone, pull, push, reconcile, seed and status for one schema."""
 
@@ -128,6 +175,8 @@ class SyncService:
         if action == "clone":
             return self.validate_clone(payload)
         if action == "pull":
+            if isinstance(payload, dict) and "cursor" in payload and "cursors" not in payload:
+                return self.validate_global_pull(payload)
             return self.validate_pull(payload)
         if action == "push":
             return self.validate_push(payload)
@@ -169,7 +218,13 @@ class SyncService:
         request = PullRequest.from_wire(payload)
         _check_text(request.client_id, "clientId", "clientId")
         for name in request.cursors:
-            self._syncable(name, f"cursors.{name}")
+            if not is_feed_key(name):
+                self._syncable(name, f"cursors.{name}")
+        return request
+
+    def validate_global_pull(self, payload: Any) -> GlobalPullRequest:
+        request = GlobalPullRequest.from_wire(payload)
+        _check_text(request.client_id, "clientId", "clientId")
         return request
 
     def validate_reconcile(self, payload: Any) -> ReconcileRequest:
@@ -195,8 +250,26 @@ class SyncService:
         request = PushRequest.from_wire(payload)
         _check_text(request.client_id, "clientId", "clientId")
         pending = []
-        for index, mutation in enumerate(request.mutations):
+        for index, raw in enumerate(request.mutations):
             base = f"mutations[{index}]"
+            refused = _refused_mutation(raw, base)
+            if refused is not None:
+                pending.append(refused)
+                continue
+            try:
+                mutation = Mutation.from_wire(raw, path_prefix=base)
+            except ValidationFailed as exc:  # refused alone, like a record that does not validate
+                pending.append(
+                    PendingMutation(
+                        raw["mutationId"],
+                        "",
+                        "delete",
+                        "",
+                        None,
+                        error=MutationError(exc.code, exc.message, exc.path),
+                    )
+                )
+                continue
             error = None
             record = None
             try:
@@ -234,7 +307,11 @@ class SyncService:
             )
         return PreparedPush(request, pending)
 
-    def validate_seed(self, payload: Any) -> PreparedSeed:
+    def validate_seed(self, payload: Any) -> PreparedSeed | SeedClientRequest:
+        if isinstance(payload, dict) and "data" not in payload and "clientId" in payload:
+            client = SeedClientRequest.from_wire(payload)  # the original's form: no data
+            _check_text(client.client_id, "clientId", "clientId")
+            return client
         request = SeedRequest.from_wire(payload)
         data: dict[str, list[dict[str, Any]]] = {}
         for name, records in request.data.items():
@@ -291,6 +368,7 @@ class SyncService:
             # The cursor is read before the records: a change the records miss is above it.
             seq, rows = await store.clone_page_at(namespace, table, request.page.after_id, limit)
             return {
+                "ok": True,
                 "data": {table: rows},
                 "cursors": {table: str(seq)},
                 "next": {table: _last_id(rows) if len(rows) >= limit else None},
@@ -299,39 +377,38 @@ class SyncService:
             tables = [r.name for r in self.schema.resources if not r.is_remote_only]
         else:
             tables = list(dict.fromkeys(request.tables))
+        # Without a page, every record of every table: clients that ask this way (the
+        # original's default) ignore `next`, so a partial answer would leave a table short
+        # for good. Over `max-clone-records` the answer is an error, never a truncated table.
         cursors = await store.latest_seq(namespace, tables)
         budget = self.limits.max_clone_records
         data: dict[str, Sequence[dict[str, Any]]] = {}
-        paginated = False
         for table in tables:
-            # Read one record more than allowed so that "too many" is detected without COUNT.
-            rows = await store.clone_page(namespace, table, None, max(budget, page_size) + 1)
+            # One record more than allowed tells "too many" without a COUNT.
+            rows = await store.clone_page(namespace, table, None, budget + 1)
+            if len(rows) > budget:
+                raise _limit_exceeded(
+                    f"a clone without `page` answers at most {self.limits.max_clone_records} "
+                    "records; ask page by page (`page`: {table, afterId, limit})",
+                    "page",
+                )
             data[table] = rows
             budget -= len(rows)
-            if budget < 0:
-                paginated = True
-                budget = 0
-        result: dict[str, Any] = {
+        return {
+            "ok": True,
             "data": data,
             "cursors": {table: str(cursors[table]) for table in tables},
         }
-        if paginated:
-            nexts: dict[str, str | None] = {}
-            for table in tables:
-                rows = data[table]
-                if len(rows) > page_size:
-                    data[table] = rows = rows[:page_size]
-                    nexts[table] = _last_id(rows)
-                else:
-                    nexts[table] = None
-            result["next"] = nexts
-            result["paginated"] = True
-        return result
 
-    async def pull(self, namespace: str, request: PullRequest) -> dict[str, Any]:
+    async def pull(
+        self, namespace: str, request: PullRequest | GlobalPullRequest
+    ) -> dict[str, Any]:
+        if isinstance(request, GlobalPullRequest):
+            return await self.global_pull(namespace, request)
         cursors = {name: int(value) for name, value in request.cursors.items()}
+        resources = {name: seq for name, seq in cursors.items() if not is_feed_key(name)}
         limit = min(request.limit or self.limits.max_pull_limit, self.limits.max_pull_limit)
-        changes = await self.store.changes_since(namespace, cursors, limit + 1)
+        changes = await self.store.changes_since(namespace, resources, limit + 1)
         has_more = len(changes) > limit
         if has_more:
             changes = changes[:limit]
@@ -339,11 +416,37 @@ class SyncService:
         for change in changes:
             cursors[change.resource] = change.seq  # in seq order: ends at the highest
         return {
+            "ok": True,
             "records": records,
             "merged": merged,
             "deleted": deleted,
             "cursors": {name: str(seq) for name, seq in cursors.items()},
             "hasMore": has_more,
+        }
+
+    async def global_pull(self, namespace: str, request: GlobalPullRequest) -> dict[str, Any]:
+        """The changes of every synced resource after one global cursor, in seq order:
+        ``op`` is ``upsert`` (the stored record, or the delta of a merge) or ``delete``;
+        ``nextCursor`` is the seq of the last change, null when there was none."""
+        since = int(request.cursor)
+        limit = min(request.limit or 100, self.limits.max_pull_limit)
+        names = [r.name for r in self.schema.resources if not r.is_remote_only]
+        changes = await self.store.changes_since(namespace, dict.fromkeys(names, since), limit)
+        return {
+            "ok": True,
+            "changes": [
+                {
+                    "serverSeq": change.seq,
+                    "resource": change.resource,
+                    "id": change.id,
+                    "op": "delete" if change.op == "delete" else "upsert",
+                    "record": None
+                    if change.op == "delete"
+                    else {**(change.data or {}), "id": change.id},
+                }
+                for change in changes
+            ],
+            "nextCursor": str(changes[-1].seq) if changes else None,
         }
 
     async def push(self, namespace: str, prepared: PreparedPush) -> dict[str, Any]:
@@ -371,19 +474,26 @@ class SyncService:
             "errors": errors,
             "cursor": str(outcome.cursor),
             "cursorBefore": str(outcome.cursor_before),
-            "cursors": {name: str(seq) for name, seq in outcome.cursors.items()},
+            # Empty on purpose: the original client moves its per-resource cursors to these
+            # values, which would skip a change another client committed just before this
+            # push. Without them it pulls (or re-pulls its own writes), and misses nothing.
+            "cursors": {},
         }
 
     async def reconcile(self, namespace: str, request: ReconcileRequest) -> dict[str, Any]:
         names = list(dict.fromkeys(request.resources))
-        return {"counts": await self.store.counts(namespace, names)}
+        return {"ok": True, "counts": await self.store.counts(namespace, names)}
 
-    async def seed(self, namespace: str, prepared: PreparedSeed) -> dict[str, Any]:
+    async def seed(
+        self, namespace: str, prepared: PreparedSeed | SeedClientRequest
+    ) -> dict[str, Any]:
+        if isinstance(prepared, SeedClientRequest):
+            return {"ok": True, "inserted": {}}  # the original's form seeds no data
         before = await self.store.namespace_seq(namespace)
         inserted = await self.store.seed(namespace, prepared.data)
         if any(inserted.values()):
             await self._publish(namespace, before, await self.store.namespace_seq(namespace))
-        return {"inserted": inserted}
+        return {"ok": True, "inserted": inserted}
 
     async def _publish(self, namespace: str, before: int, after: int) -> None:
         if self.bus is None or after <= before:
@@ -402,12 +512,16 @@ def resources_of(action: str, request: Any) -> tuple[str, ...]:
             return (request.page.table,)
         names = request.tables or []
     elif action == "pull":
-        names = request.cursors
+        if isinstance(request, GlobalPullRequest):
+            return ()
+        names = [name for name in request.cursors if not is_feed_key(name)]
     elif action == "push":
-        names = [m.resource for m in request.request.mutations]
+        names = [m.resource for m in request.mutations if m.resource]
     elif action == "reconcile":
         names = request.resources
     elif action == "seed":
+        if isinstance(request, SeedClientRequest):
+            return ()
         names = request.data
     else:
         return ()

@@ -42,16 +42,16 @@ async def test_clone_pages_with_progress_and_events(
     async with hosted(make_client(clone_page_size=3)) as client:
         events = record_events(client)
         report = await client.sync.clone()
-        assert report.records == {"todos": 7, "notes": 0}
+        assert report.records == {"todos": 7, "notes": 0, "kv": 0}
         assert await client.table("todos").count() == 7
         status = await client.sync.status()
-        assert status.hydration == {"todos": "ready", "notes": "ready"}
+        assert status.hydration == {"todos": "ready", "notes": "ready", "kv": "ready"}
         assert status.cursors["todos"] == 7
         progress = status.download_progress["todos"]
         assert (progress.done, progress.total, progress.finished) == (7, 7, True)
         assert names(events) == [("sync_started", "clone"), ("sync_applied", "clone")]
         pages = [p["page"]["afterId"] for e, p in server.requests if e == "clone"]
-        assert pages == [None, "t2", "t5", None]  # 3 pages of todos, 1 of notes
+        assert pages == [None, "t2", "t5", None, None]  # 3 pages of todos, 1 of notes, 1 of kv
 
 
 async def test_clone_resumes_after_the_last_applied_page(
@@ -380,7 +380,7 @@ async def test_foreign_changes_during_push_cause_a_pull(client: Client, server: 
     assert report.foreign_changes
     assert await client.table("notes").get("n1") is not None
     status = await client.sync.status()
-    assert status.cursors == {"todos": 2, "notes": 1}
+    assert status.cursors == {"todos": 2, "notes": 1, "kv": 0}
 
 
 # -- policies --------------------------------------------------------------------------------

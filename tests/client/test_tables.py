@@ -157,7 +157,7 @@ async def test_everything_configurable_from_pyproject(tmp_path: Path) -> None:
         assert client.client_id == "from-toml"
         assert client.sync.config.push_batch_size == 7
         assert client.sync.config.remote == "http://127.0.0.1:9/datafn"
-        assert client.schema.resource_names == ["todos", "notes", "audit"]
+        assert client.schema.resource_names == ["todos", "notes", "audit", "kv"]
     async with Client(use_env=False, push_batch_size=3, client_id="arg") as client:
         assert client.sync.config.push_batch_size == 3
         assert client.client_id == "arg"

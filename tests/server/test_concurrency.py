@@ -161,7 +161,11 @@ def run_scenario(tmp_path: Path, database: str, read_log: Any) -> None:
             thread.join(120)
         assert errors == []
         with httpx.Client() as http:
-            clone = _ok(http.post(f"{bases[0]}/clone", json={"clientId": "check"}))
+            clone = _ok(
+                http.post(
+                    f"{bases[0]}/clone", json={"clientId": "check", "tables": ["todos", "notes"]}
+                )
+            )
             status_seq = _ok(
                 http.post(
                     f"{bases[1]}/pull",

@@ -108,7 +108,7 @@ def test_sync_over_http_with_sqlite_tokens_and_namespaces(tmp_path: Path) -> Non
         counts = _ok(
             http.post("/reconcile", json={"clientId": "c1", "resources": ["todos"]}, headers=alice)
         )
-        assert counts == {"counts": {"todos": 250}}
+        assert counts == {"ok": True, "counts": {"todos": 250}}
         response = http.post(
             "/push",
             content=b'{"clientId": "c1", "mutations": [' + b" " * (6 * 1024 * 1024) + b"]}",
@@ -223,7 +223,9 @@ def test_datafn_serve_command(tmp_path: Path) -> None:
         # uvicorn shuts down gracefully, then re-raises the signal it caught
         assert proc.wait(20) in (0, -signal.SIGTERM)
         assert proc.stdout is not None
-        assert b"Application shutdown complete" in proc.stdout.read()
+        output = proc.stdout.read()
+        assert b"Application shutdown complete" in output
+        assert b"datafn: production mode" in output  # it says what its errors reveal
     finally:
         if proc.poll() is None:
             proc.kill()

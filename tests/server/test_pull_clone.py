@@ -58,6 +58,7 @@ async def test_pull_limit_is_capped(make_api: MakeApi) -> None:
 
 async def test_pull_with_nothing_new_returns_the_request_cursors(api: Api) -> None:
     assert await api.pull({"todos": "7", "notes": "0"}) == {
+        "ok": True,
         "records": {},
         "merged": {},
         "deleted": {},
@@ -90,20 +91,28 @@ async def test_clone_page_limit_is_capped(make_api: MakeApi) -> None:
         assert len(page["data"]["todos"]) == 3 and page["next"] == {"todos": "t2"}
 
 
-async def test_unpaged_clone_of_a_big_store_is_paginated(make_api: MakeApi) -> None:
-    async with make_api(server={"limits": {"max_clone_records": 4, "max_clone_page": 3}}) as api:
+async def test_an_unpaged_clone_answers_every_record_or_an_error_never_part(
+    make_api: MakeApi,
+) -> None:
+    async with make_api(server={"limits": {"max_clone_records": 6, "max_clone_page": 3}}) as api:
         await api.push(*(mutation("insert", f"t{i}", {"title": "x"}) for i in range(5)))
         await api.push(mutation("insert", "n", {"body": "x"}, resource="notes"))
-        result = await api.ok("clone", {"clientId": "c"})
-        assert result["paginated"] is True
-        assert [r["id"] for r in result["data"]["todos"]] == ["t0", "t1", "t2"]
-        assert result["next"] == {"todos": "t2", "notes": None}
+        # more records than a page: all of them, no `next` (clients asking this way ignore it)
+        result = await api.ok("clone", {"clientId": "c", "tables": ["todos", "notes"]})
+        assert [r["id"] for r in result["data"]["todos"]] == [f"t{i}" for i in range(5)]
+        assert result["data"]["notes"] == [{"id": "n", "body": "x"}]
+        assert "next" not in result and "paginated" not in result
         assert result["cursors"] == {"todos": "5", "notes": "6"}
-        small = await api.ok("clone", {"clientId": "c", "tables": ["notes"]})
-        assert "paginated" not in small and small["data"] == {"notes": [{"id": "n", "body": "x"}]}
+        await api.push(mutation("insert", "t9", {"title": "x"}))
+        error = await api.error(
+            "clone", {"clientId": "c"}, status=400, code="LIMIT_EXCEEDED"
+        )  # over max-clone-records: refused whole, never truncated
+        assert error["details"]["path"] == "page"
+        paged = await api.ok("clone", {"clientId": "c", "page": {"table": "todos", "limit": 3}})
+        assert paged["next"] == {"todos": "t2"}
 
 
 async def test_clone_without_tables_skips_remote_only_resources(api: Api) -> None:
     result = await api.ok("clone", {"clientId": "c"})
-    assert set(result["data"]) == {"todos", "notes"}
-    assert result["cursors"] == {"todos": "0", "notes": "0"}
+    assert set(result["data"]) == {"todos", "notes", "kv"}
+    assert result["cursors"] == {"todos": "0", "notes": "0", "kv": "0"}

@@ -105,7 +105,8 @@ async def test_pull_of_unknown_resource_names_the_cursor(api: Api) -> None:
 async def test_reconcile_counts_and_refuses_unknown_resources(api: Api) -> None:
     await api.push(mutation("insert", "a", {"title": "a"}), mutation("insert", "b", {"title": "b"}))
     assert await api.ok("reconcile", {"clientId": "c", "resources": ["todos", "notes"]}) == {
-        "counts": {"todos": 2, "notes": 0}
+        "ok": True,
+        "counts": {"todos": 2, "notes": 0},
     }
     error = await api.error(
         "reconcile",
@@ -122,7 +123,7 @@ async def test_seed_inserts_what_is_missing_and_logs_it(api: Api) -> None:
         "seed",
         {"data": {"todos": [{"id": "t1", "title": "seeded"}, {"id": "t2", "title": "new"}]}},
     )
-    assert result == {"inserted": {"todos": 1}}
+    assert result == {"ok": True, "inserted": {"todos": 1}}
     pulled = await api.pull({"todos": "1"})
     assert pulled["records"]["todos"] == [{"id": "t2", "title": "new", "done": False}]
     assert pulled["cursors"] == {"todos": "2"}

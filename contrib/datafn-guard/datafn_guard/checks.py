@@ -3,7 +3,8 @@
 Every check raises :class:`GuardVeto`, a :class:`datafn.Veto` that also carries the name of
 the rule that fired (``phases``, ``resources``, ``require-credentials``, ``max-payload-bytes``,
 ``max-batch-size``, ``schema``, or the import path of a user rule). Policy refusals have the
-code ``FORBIDDEN``; payloads that do not fit the schema have ``DFQL_INVALID``. On the server
+code ``FORBIDDEN``; payloads that do not fit the schema have the server's own code for the
+same refusal (``DFQL_INVALID``, ``DFQL_UNKNOWN_RESOURCE``, ``DFQL_UNKNOWN_FIELD``). On the server
 the veto becomes that error envelope, with the path.
 """
 
@@ -126,7 +127,8 @@ def resource_refs(phase: str, payload: dict[str, Any]) -> Iterator[tuple[Any, st
                 yield mutation.get("resource"), f"mutations[{index}].resource"
     elif phase == "pull":
         for name in _dict(payload.get("cursors")):
-            yield name, f"cursors.{name}"
+            if not (isinstance(name, str) and name.startswith(("__datafn_", "join_"))):
+                yield name, f"cursors.{name}"  # (the others are feed cursors, not resources)
     elif phase == "clone":
         for index, name in enumerate(_list(payload.get("tables"))):
             yield name, f"tables[{index}]"
@@ -209,7 +211,9 @@ def check_schema(phase: str, payload: dict[str, Any], schema: Schema) -> None:
                 for index, record in enumerate(_list(records)):
                     spec.validate_record(record, path=f"data.{name}[{index}]")
     except ValidationFailed as exc:
-        raise GuardVeto("schema", exc.message, code="DFQL_INVALID", path=exc.path) from None
+        # the server's own code for the same refusal (DFQL_UNKNOWN_RESOURCE, …): a policy may
+        # refuse more, never answer a refusal the server makes with another code
+        raise GuardVeto("schema", exc.message, code=exc.code, path=exc.path) from None
 
 
 def _list(value: Any) -> list[Any]:

@@ -112,27 +112,70 @@ async def test_credentials_are_required_before_any_remote_call(
 
 
 @pytest.mark.parametrize(
-    ("phase", "payload", "path"),
+    ("phase", "payload", "code", "path"),
     [
-        ("push", push(mutation({"title": "a"}, resource="ghosts")), "mutations[0].resource"),
-        ("push", push(mutation({"title": "a", "secret": 1})), "mutations[0].record.secret"),
-        ("push", push(mutation({"title": 5})), "mutations[0].record.title"),
-        ("push", push(mutation({"done": True})), "mutations[0].record.title"),
-        ("push", push({**mutation({"title": "a"}), "if": {"nope": 1}}), "mutations[0].if.nope"),
-        ("push", push(mutation({"title": "a", "__proto__": {}})), "mutations[0].record.__proto__"),
-        ("pull", {"clientId": "c1", "cursors": {"ghosts": "0"}}, "cursors.ghosts"),
-        ("clone", {"clientId": "c1", "tables": ["todos", "ghosts"]}, "tables[1]"),
-        ("reconcile", {"clientId": "c1", "resources": ["ghosts"]}, "resources[0]"),
-        ("seed", {"data": {"todos": [{"id": "1"}]}}, "data.todos[0].title"),
-        ("pull", {"clientId": "c1", "constructor": 1}, "constructor"),
+        (
+            "push",
+            push(mutation({"title": "a"}, resource="ghosts")),
+            "DFQL_UNKNOWN_RESOURCE",
+            "mutations[0].resource",
+        ),
+        (
+            "push",
+            push(mutation({"title": "a", "secret": 1})),
+            "DFQL_UNKNOWN_FIELD",
+            "mutations[0].record.secret",
+        ),
+        ("push", push(mutation({"title": 5})), "DFQL_INVALID", "mutations[0].record.title"),
+        ("push", push(mutation({"done": True})), "DFQL_INVALID", "mutations[0].record.title"),
+        (
+            "push",
+            push({**mutation({"title": "a"}), "if": {"nope": 1}}),
+            "DFQL_UNKNOWN_FIELD",
+            "mutations[0].if.nope",
+        ),
+        (
+            "push",
+            push(mutation({"title": "a", "__proto__": {}})),
+            "DFQL_INVALID",
+            "mutations[0].record.__proto__",
+        ),
+        (
+            "pull",
+            {"clientId": "c1", "cursors": {"ghosts": "0"}},
+            "DFQL_UNKNOWN_RESOURCE",
+            "cursors.ghosts",
+        ),
+        (
+            "clone",
+            {"clientId": "c1", "tables": ["todos", "ghosts"]},
+            "DFQL_UNKNOWN_RESOURCE",
+            "tables[1]",
+        ),
+        (
+            "reconcile",
+            {"clientId": "c1", "resources": ["ghosts"]},
+            "DFQL_UNKNOWN_RESOURCE",
+            "resources[0]",
+        ),
+        ("seed", {"data": {"todos": [{"id": "1"}]}}, "DFQL_INVALID", "data.todos[0].title"),
+        ("pull", {"clientId": "c1", "constructor": 1}, "DFQL_INVALID", "constructor"),
     ],
 )
-async def test_payload_is_validated_against_the_schema(
-    datafn_project: DatafnProject, phase: str, payload: dict[str, Any], path: str
+async def test_payload_is_validated_against_the_schema_with_the_servers_codes(
+    datafn_project: DatafnProject, phase: str, payload: dict[str, Any], code: str, path: str
 ) -> None:
     datafn_project.write(schema=SCHEMA)
     veto = await vetoed(datafn_project, phase, payload)
-    assert (veto.rule, veto.code, veto.path) == ("schema", "DFQL_INVALID", path)
+    assert (veto.rule, veto.code, veto.path) == ("schema", code, path)
+
+
+async def test_the_original_clients_feed_cursors_are_not_resources(
+    datafn_project: DatafnProject,
+) -> None:
+    datafn_project.write(schema=SCHEMA)
+    cursors = {"todos": "0", "__datafn_actor_feed__": "0", "join_todos_tags_todos": "0"}
+    await passes(datafn_project, "pull", {"clientId": "c1", "cursors": cursors})
 
 
 async def test_valid_payloads_pass_schema_validation(datafn_project: DatafnProject) -> None:
@@ -142,6 +185,32 @@ async def test_valid_payloads_pass_schema_validation(datafn_project: DatafnProje
     await passes(datafn_project, "clone", {"clientId": "c1", "page": {"table": "notes"}})
     datafn_project.write("[tool.datafn.guard]\nvalidate-schema = false\n", schema=SCHEMA)
     await passes(datafn_project, "push", push(mutation({"title": "a", "secret": 1})))
+
+
+def test_the_schema_rule_costs_a_small_multiple_of_the_payload() -> None:
+    import tracemalloc
+
+    import orjson
+
+    from datafn.schema import load_schema
+    from datafn_guard.checks import GuardVeto, check_schema
+
+    schema = load_schema(SCHEMA)
+    # N items under a K-character key: building every path up front cost N×K bytes (100 MB)
+    payload = {"clientId": "c1", "cursors": {"todos": "0"}, "k" * 20_000: [0] * 5_000}
+    size = len(orjson.dumps(payload))
+    check_schema("pull", {"clientId": "c1", "cursors": {}}, schema)  # warm up caches
+    tracemalloc.start()
+    try:
+        check_schema("pull", payload, schema)
+        payload["k" * 20_000].append(float("nan"))
+        with pytest.raises(GuardVeto) as info:
+            check_schema("pull", payload, schema)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.path == f"{'k' * 20_000}[5000]"
+    assert peak < 4 * size + 64 * 1024, peak
 
 
 POLICIES = """

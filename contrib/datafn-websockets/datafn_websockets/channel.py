@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import orjson
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from datafn.config import WsReconnectSettings
 from datafn.events import EventBus
@@ -96,6 +96,8 @@ class WebSocketChannel:
                 if isinstance(error, ConnectionClosed) and error.rcvd is not None
                 else None
             )
+            if isinstance(error, InvalidStatus) and error.response.status_code == 401:
+                code = CLOSE_UNAUTHENTICATED  # refused before the upgrade: the same answer
             refused = code == CLOSE_UNAUTHENTICATED
             if code is not None and 4000 <= code < 5000:
                 # accepted only to be told no (4503 over the limits): not a successful open,

@@ -1,6 +1,8 @@
 """The server's WebSocket endpoint ``{base}/ws``: authenticated, bounded, coalescing.
 
-Per PROTOCOL.md: the socket is authenticated before anything else (close 4401 when refused),
+Per PROTOCOL.md: the socket is authenticated before anything else, before the upgrade is
+accepted (HTTP 401/403 with the error envelope when refused; a browser's credentials may come
+as the ``datafn-ticket.<token>`` subprotocol, as the original client sends them),
 connection limits are enforced (10 000 in all, 100 per namespace by default; close 4503), the
 namespace comes from the authenticated identity, never from a message, and every socket is
 closed with 1001 when the server shuts down. After a ``hello`` the server answers at once with
@@ -21,12 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
+from starlette.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from datafn.context import RequestContext
 from datafn.errors import ProtocolError
 from datafn.protocol import HelloMessage, parse_cursor, parse_ws_message
+from datafn.server.app import merge_headers
 from datafn.server.bus import Subscription
 
 if TYPE_CHECKING:
@@ -77,15 +81,25 @@ class RealtimeEndpoint:
         if self._closing or self.server.draining:
             await _refuse(socket, CLOSE_GOING_AWAY, "server shutting down")
             return
-        headers = {name.lower(): value for name, value in socket.headers.items()}
+        # a header sent twice is joined as over HTTP: two Authorization headers authenticate
+        # nobody, whichever of them a proxy or the ASGI server would have kept
+        headers = merge_headers(socket.headers.items())
+        offered = list(socket.scope.get("subprotocols") or ())
+        ticket = _ticket(offered)
+        if ticket is not None and "authorization" not in headers:
+            # a browser cannot send headers on a WebSocket: the original client puts its
+            # credentials in a subprotocol, `datafn-ticket.<token>`
+            headers["authorization"] = f"Bearer {ticket}"
         try:
             identity, namespace = await self.server.authenticate(headers, "ws")
             await self.server.authorize(
                 RequestContext("ws", identity, namespace, headers, _host(socket)), None
             )
         except ProtocolError as exc:
-            code = CLOSE_UNAUTHENTICATED if exc.http_status == 401 else CLOSE_FORBIDDEN
-            await _refuse(socket, code, exc.message)
+            # refused before the upgrade is accepted: the client never sees an open socket,
+            # so its reconnect delay keeps growing (a socket accepted and then closed counts
+            # as a successful open for the original client, which then retries at once)
+            await _deny(socket, exc)
             return
         # reserve the slot before any await so concurrent upgrades cannot overshoot the limits
         if self.total >= self.max_total or self.per_namespace[namespace] >= self.max_per_namespace:
@@ -94,7 +108,7 @@ class RealtimeEndpoint:
         self.total += 1
         self.per_namespace[namespace] += 1
         try:
-            await socket.accept()
+            await socket.accept(subprotocol=_chosen(offered))
             if self._closing:  # shutdown began while this socket was authenticated
                 await _close(socket, CLOSE_GOING_AWAY, "server shutting down")
                 return
@@ -163,6 +177,43 @@ class RealtimeEndpoint:
 def _cursor_message(seq: int) -> str:
     """The message for ``seq``, encoded once for every socket it goes to."""
     return orjson.dumps({"type": "cursor", "cursor": str(seq)}).decode()
+
+
+#: The original client's subprotocols: the protocol itself, and a credential.
+SUBPROTOCOL = "datafn-sync-v1"
+TICKET_PREFIX = "datafn-ticket."
+
+
+def _ticket(offered: list[str]) -> str | None:
+    for protocol in offered:
+        if protocol.startswith(TICKET_PREFIX) and len(protocol) > len(TICKET_PREFIX):
+            return protocol[len(TICKET_PREFIX) :]
+    return None
+
+
+def _chosen(offered: list[str]) -> str | None:
+    """The subprotocol to answer with: a browser that offered some fails the connection
+    unless one of them is chosen; a credential is never echoed."""
+    if SUBPROTOCOL in offered:
+        return SUBPROTOCOL
+    return next((p for p in offered if not p.startswith(TICKET_PREFIX)), None)
+
+
+async def _deny(socket: WebSocket, error: ProtocolError) -> None:
+    """Refuse the upgrade with an HTTP answer (the error envelope, 401 or 403); where the
+    ASGI server cannot send one, closing before the accept makes it answer 403."""
+    status = 401 if error.http_status == 401 else 403
+    body = {
+        "ok": False,
+        "error": {"code": error.code, "message": error.message, "details": {"path": "$"}},
+    }
+    try:
+        if "websocket.http.response" in socket.scope.get("extensions", {}):
+            await socket.send_denial_response(JSONResponse(body, status_code=status))
+        else:
+            await socket.close(CLOSE_UNAUTHENTICATED if status == 401 else CLOSE_FORBIDDEN)
+    except (RuntimeError, OSError, WebSocketDisconnect):
+        pass
 
 
 def _host(socket: WebSocket) -> str | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
@@ -11,7 +13,8 @@ import anyio.lowlevel
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Frame, Opcode
 
 TOKENS = {
     "server": {"tokens": {"tok-a": "alice", "tok-b": "bob"}, "namespace_template": "user:{subject}"}
@@ -75,13 +78,36 @@ async def test_hello_behind_the_server_gets_the_current_cursor(live: Callable[..
             assert await recv_json(socket) == {"type": "cursor", "cursor": second["cursor"]}
 
 
-async def test_unauthenticated_socket_is_closed_with_4401(live: Callable[..., Any]) -> None:
+async def test_an_unauthenticated_upgrade_is_refused_before_it_is_accepted(
+    live: Callable[..., Any],
+) -> None:
     async with live(**TOKENS) as server:
         for headers in ({}, auth("wrong")):
-            async with connect(server.ws_url, additional_headers=headers) as socket:
-                with pytest.raises(ConnectionClosed) as info:
-                    await recv_json(socket)
-            assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(server.ws_url, additional_headers=headers):
+                    pass  # never opened: a browser's backoff keeps growing
+            response = info.value.response
+            assert response.status_code == 401
+            assert json.loads(response.body)["error"]["code"] == "FORBIDDEN"
+
+
+async def test_a_browser_authenticates_with_the_ticket_subprotocol(
+    live: Callable[..., Any],
+) -> None:
+    """The original client cannot send headers from a browser: it offers
+    `datafn-sync-v1` and `datafn-ticket.<token>`; the server chooses the first, never echoes
+    the credential."""
+    async with live(**TOKENS) as server:
+        offered = ["datafn-sync-v1", "datafn-ticket.tok-a"]
+        async with connect(server.ws_url, subprotocols=offered) as socket:  # type: ignore[arg-type]
+            assert socket.subprotocol == "datafn-sync-v1"
+            await socket.send(json.dumps({"type": "hello", "clientId": "c", "cursors": {}}))
+            await push(server.remote, "tok-a", "x", "todo:1")
+            assert (await recv_json(socket))["type"] == "cursor"
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(server.ws_url, subprotocols=["datafn-sync-v1", "datafn-ticket.no"]):  # type: ignore[list-item]
+                pass
+        assert info.value.response.status_code == 401
 
 
 async def test_over_the_namespace_limit_is_closed_with_4503(live: Callable[..., Any]) -> None:
@@ -132,3 +158,96 @@ async def test_shutdown_closes_every_socket_with_1001(live: Callable[..., Any]) 
         with pytest.raises(ConnectionClosed) as info:
             await recv_json(socket)
         assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+
+
+@contextmanager
+def server_log(caplog: pytest.LogCaptureFixture) -> Iterator[list[logging.LogRecord]]:
+    """The records of uvicorn's ``uvicorn.error`` logger (the WebSocket protocol's) at DEBUG."""
+    logger = logging.getLogger("uvicorn.error")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(caplog.handler)
+    try:
+        yield caplog.records
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(level)
+
+
+async def test_debug_logs_never_show_a_token(
+    live: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    async with live(**TOKENS) as server:
+        with server_log(caplog) as records:
+            async with connect(server.ws_url, additional_headers=auth("tok-a")) as socket:
+                await socket.send(json.dumps({"type": "hello", "clientId": "c", "cursors": {}}))
+                await push(server.remote, "tok-a", "x", "todo:1")
+                assert (await recv_json(socket))["type"] == "cursor"
+    lines = [record.getMessage() for record in records]
+    assert any("authorization" in line.lower() for line in lines)  # the header is logged…
+    assert not any("tok-a" in line for line in lines)  # …without its value
+
+
+async def test_a_duplicate_authorization_header_is_refused_as_over_http(
+    live: Callable[..., Any],
+) -> None:
+    twice = [("Authorization", "Bearer wrong"), ("Authorization", "Bearer tok-a")]
+    async with live(**TOKENS) as server:
+        async with httpx.AsyncClient() as http:
+            response = await http.post(
+                f"{server.remote}/pull", json={"clientId": "c", "cursors": {}}, headers=twice
+            )
+        assert response.status_code == 401
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(server.ws_url, additional_headers=twice):
+                pass
+        assert refused.value.response.status_code == 401
+
+
+async def test_a_text_frame_that_is_not_utf8_is_the_clients_error_in_one_line(
+    live: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    async with live() as server:
+        with server_log(caplog) as records:
+            async with connect(server.ws_url) as socket:
+                socket.protocol.send_frame(Frame(Opcode.TEXT, b"\xff\xfe"))
+                socket.send_data()
+                with pytest.raises(ConnectionClosed) as info:
+                    await recv_json(socket)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1007
+    assert not [r for r in records if r.levelno >= logging.ERROR]
+    shown = [r for r in records if "UTF-8" in r.getMessage()]
+    assert len(shown) == 1 and shown[0].levelno == logging.WARNING
+    assert shown[0].exc_info is None
+
+
+async def test_the_python_channel_takes_a_refused_upgrade_as_refused(
+    live: Callable[..., Any],
+) -> None:
+    from datafn.config import WsReconnectSettings
+    from datafn.events import EventBus
+    from datafn_websockets.channel import WebSocketChannel
+
+    async def cursors() -> dict[str, str]:
+        return {}
+
+    async def on_cursor(seq: int) -> None:
+        return None
+
+    bus = EventBus()
+    gone: list[Any] = []
+    bus.on("ws_disconnected", gone.append)
+    async with live(**TOKENS) as server:
+        channel = WebSocketChannel(
+            server.remote,
+            client_id="c1",
+            cursors=cursors,
+            on_cursor=on_cursor,
+            events=bus,
+            settings=WsReconnectSettings(),
+            headers=auth("wrong"),
+        )
+        with anyio.fail_after(10):
+            await channel.run()  # returns: wrong credentials are not retried
+    assert [e.context.delay for e in gone] == [None]
+    assert channel.delays == []
