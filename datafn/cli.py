@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -127,16 +128,46 @@ def _add_plugin_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``datafn`` script; datafn errors print one line, no traceback."""
+    """Entry point of the ``datafn`` script.
+
+    Every failure is one line on stderr (``Error: …``) and a non-zero exit status (1; 2 for
+    usage errors; 130 on Ctrl-C); ``--debug`` (anywhere on the command line) shows the
+    traceback as well.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:
+        args.remove("--debug")
     _add_plugin_commands()
     try:
-        cli.main(args=argv, prog_name="datafn", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        cli.main(args=args, prog_name="datafn", standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except DatafnError as exc:
-        click.echo(f"error: {exc}", err=True)
+    except BaseException as exc:  # one line, whatever went wrong
+        if isinstance(exc, SystemExit):
+            raise
+        error = _first_error(exc)
+        if isinstance(error, KeyboardInterrupt):
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        if debug:
+            traceback.print_exception(exc)
+        if isinstance(error, DatafnError):
+            click.echo(f"Error: {error}", err=True)
+        else:
+            click.echo(
+                f"Error: {type(error).__name__}: {error} (run with --debug for the traceback)",
+                err=True,
+            )
         sys.exit(1)
+
+
+def _first_error(exc: BaseException) -> BaseException:
+    """The error to report: the first one inside (nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

@@ -35,6 +35,9 @@ EVENT_NAMES = frozenset(
         "mutation_applied",  # a local write committed: resource, record_id, operation
         "mutation_rejected",  # refused for good (or a dead letter): error, mutation_id
         "mutation_discarded",  # the app discarded a queued write or dead letter: mutation_id
+        # records changed in the local store: resource, inserted, updated, deleted, origin
+        # ("local" or "remote"), reset (a re-clone replaced the whole resource)
+        "records_changed",
         "plugin_error",  # a fail-open hook implementation failed: plugin, error
     }
 )
@@ -56,6 +59,13 @@ class EventContext:
     mutation_id: str | None = None
     plugin: str | None = None
     result: Any = None
+    #: ``records_changed``: the ids, kept apart, where the change came from, and whether the
+    #: whole resource was replaced (a re-clone)
+    inserted: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+    origin: str | None = None
+    reset: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -10,6 +10,7 @@ import anyio
 import click
 from rich.console import Console
 
+from datafn.errors import ConfigError
 from datafn.plugin import hookimpl
 
 
@@ -38,6 +39,14 @@ def demo(folder: Path | None, records: int) -> None:
 @click.option("--store", help="Local store URL, e.g. sqlite:///mirror.db; default: store.")
 @click.option("--client-id", help="Default: kept in the store.")
 @click.option("--once", is_flag=True, help="Clone, pull and push once, then exit.")
+@click.option(
+    "--pull-interval",
+    type=click.FloatRange(min=0.05),
+    default=5.0,
+    show_default=True,
+    help="Pull every N seconds, so other writers' changes arrive without a real-time channel.",
+)
+@click.option("--ws", is_flag=True, help="Follow the server's WebSocket (datafn-websockets).")
 @click.pass_obj
 def sync(
     obj: Any,
@@ -46,13 +55,14 @@ def sync(
     store: str | None,
     client_id: str | None,
     once: bool,
+    pull_interval: float,
+    ws: bool,
 ) -> None:
     """Mirror a server into a local store: clone (with a progress bar), then pull and push
-    until interrupted (Ctrl-C)."""
-    try:
-        anyio.run(_sync, obj, remote, schema, store, client_id, once)
-    except KeyboardInterrupt:
-        click.echo("stopped", err=True)
+    until interrupted (Ctrl-C): pulls every --pull-interval seconds, and at once on the
+    WebSocket's announcements with --ws."""
+    settings = {"pull_interval": pull_interval, **({"ws": True} if ws else {})}
+    anyio.run(_sync, obj, remote, schema, store, client_id, once, settings)
 
 
 async def _sync(
@@ -62,14 +72,27 @@ async def _sync(
     store: str | None,
     client_id: str | None,
     once: bool,
+    settings: dict[str, Any],
 ) -> None:
     from datafn.builtins.client_demo import clone_with_progress
     from datafn.client import Client
 
     console = Console(stderr=True)
     pyproject = getattr(obj, "pyproject", None)
+    if remote is None and not obj.runtime().config.sync.remote:
+        # before the local store is opened: a failed command leaves no file behind
+        raise ConfigError(
+            "no remote to sync with: pass --remote http://host:8787/datafn or set `remote` "
+            "in [tool.datafn.sync]",
+            key="tool.datafn.sync.remote",
+        )
     async with Client(
-        schema=schema, remote=remote, store=store, client_id=client_id, pyproject=pyproject
+        schema=schema,
+        remote=remote,
+        store=store,
+        client_id=client_id,
+        pyproject=pyproject,
+        sync=settings,
     ) as client:
         client.events.on(
             "sync_failed",

@@ -256,6 +256,12 @@ async def _clone_resource(engine: SyncEngine, resource: str, report: CloneReport
                             start_cursor=cursor if first else None,
                             reset=first,
                         )
+                        await engine.records_changed(
+                            resource,
+                            origin="remote",
+                            updated=[r["id"] for r in records],
+                            reset=first,
+                        )
                         first = False
                         after_id = last_id
                         applied += len(records)
@@ -370,6 +376,18 @@ def merge_pull_pages(pages: Sequence[PullPage]) -> PullPage:
 CATCH_UP_FACTOR = 100
 
 
+async def _announce_page(engine: SyncEngine, page: PullPage) -> None:
+    """``records_changed`` for what a pull page changed, per resource."""
+    for resource in {*page.records, *page.merged, *page.deleted}:
+        await engine.records_changed(
+            resource,
+            origin="remote",
+            updated=[r["id"] for r in page.records.get(resource, ())]
+            + [r["id"] for r in page.merged.get(resource, ())],
+            deleted=list(page.deleted.get(resource, ())),
+        )
+
+
 @hookimpl(trylast=True)
 async def datafn_sync_pull(engine: SyncEngine, resources: list[str]) -> PullReport:
     report = PullReport()
@@ -415,6 +433,7 @@ async def datafn_sync_pull(engine: SyncEngine, resources: list[str]) -> PullRepo
             merger.add(page)
         else:
             await store.apply_pull(page)
+            await _announce_page(engine, page)
         report.changes += sum(
             len(v) for part in (page.records, page.merged, page.deleted) for v in part.values()
         )
@@ -429,7 +448,9 @@ async def datafn_sync_pull(engine: SyncEngine, resources: list[str]) -> PullRepo
                 most,
             )
     if merger is not None and report.requests:
-        await store.apply_pull(merger.page())
+        folded = merger.page()
+        await store.apply_pull(folded)
+        await _announce_page(engine, folded)
     report.cursors = dict(cursors)
     every_ready = [
         r for r, s in (await store.states(engine.resources)).items() if s.hydration == "ready"
@@ -537,6 +558,8 @@ async def _settle(
     unknown = await store.reject([e.seq for e in refused]) if refused else set()
     for resource in unknown:  # written by an older store: the server's truth comes by clone
         await store.reset_hydration(resource)
+    for entry in refused:  # taken out of the local view
+        await engine.records_changed(entry.resource, origin="remote", updated=[entry.record_id])
     for item in rejected[len(rejected) - len(refused) :]:
         await engine.events.emit(
             "mutation_rejected",
@@ -670,6 +693,7 @@ async def _dead_letter(
     unknown = await engine.store.dead_letter([entry.seq], _describe_error(error))
     for resource in unknown:
         await engine.store.reset_hydration(resource)
+    await engine.records_changed(entry.resource, origin="local", updated=[entry.record_id])
     report.dead.append(
         RejectedMutation(entry.mutation_id, entry.resource, entry.record_id, entry.operation, error)
     )

@@ -6,8 +6,10 @@ returns an object whose ``async run()`` the engine runs in its task group while 
 reported as ``sync_failed`` events; triggers log them and keep running.
 
 =============  ===================================================================================
-after_write    push ``push-debounce`` seconds after local writes (when ``push-interval`` is unset)
+after_write    push after local writes (when ``push-interval`` is unset): at once when idle; writes
+               made while a push runs go together in the next one (``push-debounce`` adds a delay)
 interval       push every ``push-interval`` seconds (when set)
+pull_interval  pull every ``pull-interval`` seconds (when set)
 connectivity   while offline, probe ``GET {remote}/status`` with backoff; back online: full sync
 focus          pull when the application signals ``focus`` / ``visibility`` (``sync.notify``)
 post_push      pull after a push that saw changes of other writers
@@ -36,6 +38,7 @@ __all__ = [
     "FocusTrigger",
     "IntervalTrigger",
     "PostPushTrigger",
+    "PullIntervalTrigger",
 ]
 
 
@@ -46,7 +49,10 @@ def _reachable(engine: SyncEngine) -> bool:
 
 
 class AfterWriteTrigger:
-    """Push shortly after local writes; writes during the debounce join the same push."""
+    """Push after local writes: at once when nothing is being sent (the writes of the same
+    event-loop turn go together), and what is written while a push runs goes in the next
+    push, so batches grow with the load instead of with a fixed delay. ``push-debounce``
+    adds a delay before each push."""
 
     def __init__(self, engine: SyncEngine) -> None:
         self.engine = engine
@@ -58,7 +64,7 @@ class AfterWriteTrigger:
         engine.active_triggers.add("after_write")
         while True:
             await engine.local_writes.wait()
-            await anyio.sleep(engine.config.push_debounce)
+            await anyio.sleep(engine.config.push_debounce)  # 0: one turn of the event loop
             if _reachable(engine):
                 await engine.quietly(engine.push)
 
@@ -79,6 +85,25 @@ class IntervalTrigger:
             await anyio.sleep(interval)
             if _reachable(engine) and await engine.store.pending_count():
                 await engine.quietly(engine.push)
+
+
+class PullIntervalTrigger:
+    """Pull every ``pull-interval`` seconds (when set): how a mirror without a real-time
+    channel learns of other writers' changes."""
+
+    def __init__(self, engine: SyncEngine) -> None:
+        self.engine = engine
+
+    async def run(self) -> None:
+        engine = self.engine
+        interval = engine.config.pull_interval
+        if interval is None:
+            return
+        engine.active_triggers.add("pull_interval")
+        while True:
+            await anyio.sleep(interval)
+            if _reachable(engine):
+                await engine.quietly(engine.pull)
 
 
 class ConnectivityTrigger:
@@ -158,6 +183,9 @@ class PostPushTrigger:
 def datafn_register_triggers(registry: Registry[Any]) -> None:
     registry.add("after_write", AfterWriteTrigger, description="push after local writes")
     registry.add("interval", IntervalTrigger, description="push every push-interval seconds")
+    registry.add(
+        "pull_interval", PullIntervalTrigger, description="pull every pull-interval seconds"
+    )
     registry.add("connectivity", ConnectivityTrigger, description="catch up when back online")
     registry.add("focus", FocusTrigger, description="pull on application focus/visibility")
     registry.add("post_push", PostPushTrigger, description="pull after foreign changes")

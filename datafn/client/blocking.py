@@ -16,7 +16,9 @@ UI thread (e.g. ``root.after(0, …)`` in tkinter).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -27,7 +29,7 @@ from datafn.client.reports import SyncStatus
 from datafn.client.store import ChangelogEntry
 from datafn.events import Event
 
-__all__ = ["BlockingClient", "BlockingEvents", "BlockingSync", "BlockingTable"]
+__all__ = ["BlockingClient", "BlockingEvents", "BlockingSync", "BlockingTable", "Watch"]
 
 
 class BlockingTable:
@@ -59,6 +61,52 @@ class BlockingTable:
 
     def count(self) -> int:
         return self._portal.call(self._table.count)
+
+    def watch(
+        self,
+        callback: Callable[[list[dict[str, Any]]], Any],
+        filters: Mapping[str, Any] | None = None,
+        *,
+        deliver: Callable[[Callable[[], Any]], Any] | None = None,
+        **kw: Any,
+    ) -> Watch:
+        """Call ``callback(records)`` with the result of the query now and each time it
+        changes (see :meth:`Table.watch <datafn.client.client.Table.watch>`).
+
+        ``deliver(thunk)`` hands each call to the application's own thread: a GUI passes its
+        toolkit's way to run a function on the main thread (``lambda f: root.after(0, f)`` in
+        tkinter, a queued signal in Qt). Without it the callback runs on the client's event
+        loop thread. ``.close()`` on the returned handle stops watching.
+        """
+        table = self._table
+
+        async def run() -> None:
+            async for records in table.watch(filters, **kw):
+                if deliver is None:
+                    callback(records)
+                else:
+                    deliver(functools.partial(callback, records))
+
+        return Watch(self._portal.start_task_soon(run))
+
+
+class Watch:
+    """A running :meth:`BlockingTable.watch`; ``close()`` stops it (also a context manager)."""
+
+    def __init__(self, future: concurrent.futures.Future[None]) -> None:
+        self._future = future
+
+    def close(self) -> None:
+        """Stop watching (the watch's task is cancelled on the client's loop)."""
+        self._future.cancel()
+        with contextlib.suppress(concurrent.futures.CancelledError, Exception):
+            self._future.result(timeout=10)
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class BlockingSync:
@@ -97,6 +145,9 @@ class BlockingSync:
 
     def sync_all(self) -> None:
         self._call("sync_all")
+
+    def wait_idle(self) -> None:
+        self._call("wait_idle")
 
     def pending(self) -> list[ChangelogEntry]:
         entries: list[ChangelogEntry] = self._call("pending")

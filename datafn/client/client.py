@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
-from datafn.client.engine import SyncEngine
+from datafn.client.engine import Signal, SyncEngine
 from datafn.client.store import ClientStore, LocalWrite, Query
 from datafn.client.transport import Transport
 from datafn.config import SyncSettings
 from datafn.errors import ConfigError, ValidationFailed
-from datafn.events import EventBus
+from datafn.events import Event, EventBus
 from datafn.registry import backend_name
 from datafn.runtime import Runtime
 from datafn.schema import ResourceSpec, Schema, check_json_value, load_schema
@@ -107,6 +108,65 @@ class Table:
     ) -> list[dict[str, Any]]:
         """Records matching ``filters`` (``{"done": False, "priority": {"gte": 2}}``), ordered
         by ``sort`` (``"-priority"`` for descending; default by id), paged by limit/offset."""
+        self._check_query(filters, sort, limit, offset)
+        keys = (sort,) if isinstance(sort, str) else tuple(sort)
+        query = Query(filters=dict(filters or {}), sort=keys, limit=limit, offset=offset)
+        return await self._client.store.query(self.name, query)
+
+    async def count(self) -> int:
+        """How many records the local store holds."""
+        return await self._client.store.count(self.name)
+
+    async def watch(
+        self,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        sort: str | Sequence[str] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The result of :meth:`query` now, and again each time a change makes it differ:
+        local writes, pulls, clones, reconciles, refused and discarded writes.
+
+        ::
+
+            async for todos in client.table("todos").watch({"done": False}, sort="title"):
+                show(todos)
+
+        Changes are coalesced: however many arrive while the consumer is busy (a pulled page
+        of a thousand records, say), one new result follows. Only this resource's
+        ``records_changed`` events wake it; leaving the loop unsubscribes.
+        """
+        self._check_query(filters, sort, limit, offset)
+        changed = Signal()
+        name = self.name
+
+        def on_change(event: Event) -> None:
+            if event.context.resource == name:
+                changed.set()
+
+        events = self._client.events
+        events.on("records_changed", on_change)
+        try:
+            result = await self.query(filters, sort=sort, limit=limit, offset=offset)
+            yield result
+            while True:
+                await changed.wait()
+                await anyio.lowlevel.checkpoint()  # let the rest of a burst land first
+                latest = await self.query(filters, sort=sort, limit=limit, offset=offset)
+                if latest != result:
+                    result = latest
+                    yield result
+        finally:
+            events.off("records_changed", on_change)
+
+    def _check_query(
+        self,
+        filters: Mapping[str, Any] | None,
+        sort: str | Sequence[str],
+        limit: int | None,
+        offset: int,
+    ) -> None:
         keys = (sort,) if isinstance(sort, str) else tuple(sort)
         for name in [*(filters or {}), *(k.lstrip("-") for k in keys)]:
             if name != "id" and self.spec.field(name) is None:
@@ -117,13 +177,7 @@ class Table:
                 )
         if (limit is not None and limit < 0) or offset < 0:
             raise ValidationFailed("limit and offset must be >= 0", code="DFQL_INVALID", path="$")
-        query = Query(filters=dict(filters or {}), sort=keys, limit=limit, offset=offset)
-        query.conditions()  # checks the operators
-        return await self._client.store.query(self.name, query)
-
-    async def count(self) -> int:
-        """How many records the local store holds."""
-        return await self._client.store.count(self.name)
+        Query(filters=dict(filters or {}), sort=keys, limit=limit, offset=offset).conditions()
 
     async def _write(
         self,
@@ -152,8 +206,31 @@ class Table:
             operation=operation,
             mutation_id=write.mutation_id,
         )
+        ids = [record_id]
+        await client.sync.records_changed(
+            self.name,
+            origin="local",
+            inserted=ids if operation == "insert" else (),
+            updated=ids if operation in ("merge", "replace") else (),
+            deleted=ids if operation == "delete" else (),
+        )
         client.sync.notify_write()
         return after
+
+
+def _only(group: BaseExceptionGroup, raised: BaseException) -> bool:
+    """Whether ``group`` holds nothing but ``raised`` (and cancellations)."""
+    for leaf in _leaves(group):
+        if leaf is not raised and not isinstance(leaf, anyio.get_cancelled_exc_class()):
+            return False
+    return True
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for item in group.exceptions:
+        out += _leaves(item) if isinstance(item, BaseExceptionGroup) else [item]
+    return out
 
 
 def _written(record: dict[str, Any] | None) -> dict[str, Any]:
@@ -228,8 +305,18 @@ class Client:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         stack, self._stack = self._stack, None
-        if stack is not None:
+        if stack is None:
+            return
+        raised = exc_info[1] if len(exc_info) > 1 else None
+        try:
             await stack.__aexit__(*exc_info)
+        except BaseExceptionGroup as group:
+            # the task group that runs the engine's background tasks wraps what the block
+            # raised: it comes out as itself (the background tasks report their own failures
+            # through status and events, never through the block)
+            if raised is not None and _only(group, raised):
+                return  # not suppressed: Python re-raises the block's own exception
+            raise
 
     async def aclose(self) -> None:
         await self.__aexit__(None, None, None)

@@ -67,6 +67,7 @@ OPERATIONS = (
     "clone_up",
     "reconcile",
     "sync_all",
+    "wait_idle",
     "status",
     "notify",
     "pending",
@@ -175,6 +176,10 @@ class SyncEngine:
         self._scope: anyio.CancelScope | None = None
         self._stopped: anyio.Event | None = None
         self._seed_on_start: dict[str, list[dict[str, Any]]] | None = None
+        self._first_round = anyio.Event()
+        #: while the pull after a push runs: the seq it reaches at least
+        self._pulling_to: int | None = None
+        self._skipped_announcement = False
         #: whether a push's outcome is unknown (PUSH_IN_DOUBT; None: not read from the store yet)
         self._in_doubt: bool | None = None
         self._stored_doubt = False
@@ -194,29 +199,63 @@ class SyncEngine:
         return self._scope is not None
 
     async def start(self) -> None:
-        """Start the lifecycle loop (``datafn_sync_loop``): initial sync, then the triggers."""
+        """Start the lifecycle loop (``datafn_sync_loop``): initial sync, then the triggers.
+
+        Returns once the first round (seed, cloneUp and clone of what is not hydrated, pull,
+        push, reconcile) has completed or failed; its failures are in ``status().last_error``
+        and ``sync_failed`` events, not raised. Configuration that cannot work (a trigger or
+        real-time channel whose plugin is not installed, a bad seed file) raises here.
+        """
         if self._scope is not None:
             return
         if self._task_group is None:
             raise RuntimeError("the sync engine starts inside `async with Client(...)`")
         self._require_transport()
-        # a bad seed file is a configuration error for the caller, not a background failure
+        # misconfiguration is the caller's error, never a loop that dies in the background
         self._seed_on_start = (
             self._seed_data(self.config.seed_file) if self.config.seed_file else None
         )
+        self._check_plugins()
         self._scope = anyio.CancelScope()
         self._stopped = anyio.Event()
+        self._first_round = anyio.Event()
         self._task_group.start_soon(self._run_loop, name="datafn sync loop")
+        await self._first_round.wait()
+
+    def _check_plugins(self) -> None:
+        """Every trigger and the real-time channel the configuration names is installed."""
+        registry = self.runtime.plugins.registry("trigger")
+        for name in self.config.triggers if self.config.triggers is not None else ():
+            registry.get(name)
+        if self.config.ws and self.config.remote:
+            self.runtime.plugins.registry("realtime channel").get(self.config.realtime_channel)
 
     async def _run_loop(self) -> None:
+        """Run the loop hook; when it dies, report it (``last_error``, ``sync_failed`` with
+        phase ``loop``) and run it again after a growing delay, until stopped."""
         assert self._scope is not None and self._stopped is not None
+        failures = 0
         try:
             with self._scope:
-                await self.call_phase_hook("datafn_sync_loop", engine=self)
-        except Exception:
-            log.exception("the sync loop ended with an error")
+                while True:
+                    try:
+                        await self.call_phase_hook("datafn_sync_loop", engine=self)
+                        return
+                    except Exception as exc:
+                        log.exception("the sync loop ended with an error; restarting it")
+                        self.last_error = exc
+                        self._first_round.set()
+                        await self.events.emit("sync_failed", phase="loop", resources=[], error=exc)
+                    failures += 1
+                    await self.sleep(self._backoff(failures))
         finally:
+            self._first_round.set()
             self._stopped.set()
+
+    def _backoff(self, failures: int) -> float:
+        base = float(self.config.retry_base_delay)
+        delay = min(base * 2.0 ** (failures - 1), float(self.config.retry_max_delay))
+        return delay + self.random() * base
 
     async def stop(self) -> None:
         """Stop the loop and every trigger; waits until they have ended."""
@@ -238,9 +277,24 @@ class SyncEngine:
             for name, trigger in zip(names, triggers, strict=True):
                 tg.start_soon(trigger.run, name=f"datafn trigger {name}")
             if channel is not None:
-                tg.start_soon(channel.run, name="datafn realtime channel")
+                tg.start_soon(self._supervise_channel, channel, name="datafn realtime channel")
             tg.start_soon(self._pull_when_announced, name="datafn announced cursors")
             await anyio.sleep_forever()
+
+    async def _supervise_channel(self, channel: Any) -> None:
+        """The real-time channel failing never stops HTTP sync: it is reported and run again
+        after a growing delay."""
+        failures = 0
+        while True:
+            try:
+                await channel.run()
+                return
+            except Exception as exc:
+                failures += 1
+                log.warning("the real-time channel failed (%s); restarting it", exc)
+                self.last_error = exc
+                await self.events.emit("sync_failed", phase="realtime", resources=[], error=exc)
+            await self.sleep(self._backoff(failures))
 
     async def _pull_when_announced(self) -> None:
         # An announcement that arrives during a pull sets the signal again: one more pull.
@@ -349,12 +403,24 @@ class SyncEngine:
     async def start_lifecycle(self) -> None:
         """What the engine does when it starts, in the documented order: seed (when
         ``seed-file`` is set), then cloneUp of data created offline, clone, pull and push
-        (:meth:`sync_all`), then reconcile (unless ``reconcile-on-start`` is off)."""
-        if self._seed_on_start is not None:
-            await self.quietly(lambda: self.seed(self._seed_on_start or {}))
-        await self.quietly(self.sync_all)
-        if self.config.reconcile_on_start:
-            await self.quietly(self.reconcile)
+        (:meth:`sync_all`), then reconcile (unless ``reconcile-on-start`` is off).
+        :meth:`start` returns when this has ended."""
+        try:
+            if self._seed_on_start is not None:
+                await self.quietly(lambda: self.seed(self._seed_on_start or {}))
+            await self.quietly(self.sync_all)
+            if self.config.reconcile_on_start:
+                await self.quietly(self.reconcile)
+        finally:
+            self._first_round.set()
+
+    async def wait_idle(self) -> None:
+        """Return when everything written locally is on the server and this client has caught
+        up with the server: one full round (:meth:`sync_all`) after whatever sync operation
+        runs now. Raises the round's error (``TransportError`` when the server cannot be
+        reached); writes made meanwhile may still be queued."""
+        async with self._lock:
+            await self.sync_all_unlocked()
 
     def _seed_data(self, source: str) -> dict[str, list[dict[str, Any]]]:
         path = Path(source)
@@ -378,8 +444,18 @@ class SyncEngine:
         report: PushReport = await self.run_phase("push", resources=self.resources)
         if report.applied:
             # the server's copies of our own writes come back by pull; cursors never move
-            # past changes this client has not pulled
-            await self.run_phase("pull", resources=self.resources)
+            # past changes this client has not pulled. The announcement of this push's own
+            # seq, arriving meanwhile, asks for no second pull (see cursor_announced).
+            self._pulling_to = report.cursor
+            try:
+                await self.run_phase("pull", resources=self.resources)
+            except BaseException:
+                if self._skipped_announcement and "announced" in self.active_triggers:
+                    self.announced.set()  # the pull that would have reached it failed
+                raise
+            finally:
+                self._pulling_to = None
+                self._skipped_announcement = False
         elif report.foreign_changes:
             if "post_push" in self.active_triggers:
                 self.foreign_changes.set()
@@ -433,6 +509,9 @@ class SyncEngine:
         Returns whether a pull was asked for.
         """
         n = int(cursor)
+        if self._pulling_to is not None and n <= self._pulling_to:
+            self._skipped_announcement = True
+            return False  # the pull that runs after a push reaches it
         if n <= await self.global_cursor():
             return False
         if "announced" in self.active_triggers:
@@ -444,6 +523,29 @@ class SyncEngine:
     def notify_write(self) -> None:
         """Called by the client after each committed local write."""
         self.local_writes.set()
+
+    async def records_changed(
+        self,
+        resource: str,
+        *,
+        origin: str,
+        inserted: Sequence[str] = (),
+        updated: Sequence[str] = (),
+        deleted: Sequence[str] = (),
+        reset: bool = False,
+    ) -> None:
+        """Emit ``records_changed`` (nothing when nothing changed)."""
+        if not (inserted or updated or deleted or reset):
+            return
+        await self.events.emit(
+            "records_changed",
+            resource=resource,
+            inserted=tuple(inserted),
+            updated=tuple(updated),
+            deleted=tuple(deleted),
+            origin=origin,
+            reset=reset,
+        )
 
     async def pending(self) -> list[ChangelogEntry]:
         """The write queue: queued writes in push order (``state="queued"``), then the dead
@@ -472,6 +574,10 @@ class SyncEngine:
             removed, unknown = await self.store.discard(mutation_id)
             if removed is None:
                 raise KeyError(mutation_id)
+            if removed.state == "queued":
+                await self.records_changed(
+                    removed.resource, origin="local", updated=[removed.record_id]
+                )
             for resource in unknown:
                 await self.store.reset_hydration(resource)
             await self.events.emit(

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -85,3 +86,58 @@ def test_clone_pages_are_checked_without_walking_every_value() -> None:
     ):
         with pytest.raises(TransportError):
             _clone_page(json.loads(json.dumps(broken)))
+
+
+def test_sync_without_a_remote_is_one_line_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "fresh"
+    folder.mkdir()
+    (folder / "schema.json").write_text(json.dumps(SCHEMA), encoding="utf-8")
+    monkeypatch.chdir(folder)
+    for name in [n for n in os.environ if n.startswith("DATAFN_")]:
+        monkeypatch.delenv(name)
+    result = subprocess.run(
+        [sys.executable, "-m", "datafn", "sync", "--schema", "schema.json", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "remote" in lines[0], lines
+    assert sorted(p.name for p in folder.iterdir()) == ["schema.json"]
+
+
+def test_the_sync_command_mirrors_foreign_writes_without_a_websocket(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "server", SCHEMA) as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFN_")}
+        mirror = tmp_path / "mirror.db"
+        log = tmp_path / "sync.log"
+        command = [
+            sys.executable, "-m", "datafn", "sync", "--remote", server.remote,
+            "--schema", str(server.schema), "--store", f"sqlite:///{mirror}",
+            "--pull-interval", "0.1",
+        ]  # fmt: skip
+        with log.open("w") as output:
+            process = subprocess.Popen(command, stderr=output, env=env, cwd=tmp_path)
+        try:
+            deadline = time.monotonic() + 60
+            while "syncing" not in log.read_text() and time.monotonic() < deadline:
+                assert process.poll() is None, log.read_text()
+                time.sleep(0.05)
+            write = {"data": {"todos": [{"id": "elsewhere", "title": "written elsewhere"}]}}
+            assert httpx.post(f"{server.remote}/seed", json=write).json()["ok"]
+            found = None
+            while found is None and time.monotonic() < deadline:
+                assert process.poll() is None, log.read_text()
+                db = sqlite3.connect(mirror)
+                try:
+                    found = db.execute("SELECT title FROM todos WHERE id = 'elsewhere'").fetchone()
+                finally:
+                    db.close()
+                time.sleep(0.05)
+            assert found == ("written elsewhere",)
+        finally:
+            process.terminate()
+            process.wait(30)
