@@ -183,6 +183,11 @@ class ServerSettings(Section):
     )
     ping_interval: float = Field(30.0, gt=0)
     ping_timeout: float = Field(10.0, gt=0)
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="origins of browser apps allowed to call the server from another origin "
+        '(e.g. ["https://app.example.com"]); empty: same origin only',
+    )
     limits: LimitsSettings = LimitsSettings()
 
 

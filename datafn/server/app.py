@@ -31,6 +31,8 @@ import anyio.to_thread
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -238,6 +240,19 @@ class DatafnServer:
             ],
             exception_handlers={HTTPException: self._http_exception},  # type: ignore[dict-item]
             lifespan=self._lifespan,
+            middleware=[
+                # browser apps served from another origin (the TypeScript client): the
+                # preflight and the answers carry the CORS headers for the listed origins only
+                Middleware(
+                    CORSMiddleware,
+                    allow_origins=list(self.settings.cors_origins),
+                    allow_methods=["GET", "POST"],
+                    allow_headers=["authorization", "content-type", "x-datafn-route-ticket"],
+                    max_age=600,
+                )
+            ]
+            if self.settings.cors_origins
+            else [],
         )
         # ``/datafn/pull/`` is a 404 envelope, not a redirect whose Location the Host header
         # (any client's choice) would build.

@@ -291,3 +291,33 @@ async def test_a_request_in_flight_across_shutdown_never_reopens_the_store() -> 
     assert responses[0].status_code == 503
     assert responses[0].json()["error"]["code"] == "SERVICE_UNAVAILABLE"
     assert not server._opened, "the store was reopened after shutdown"
+
+
+async def test_cross_origin_calls_are_allowed_for_the_listed_origins_only(
+    make_api: MakeApi,
+) -> None:
+    origin = "https://app.example.com"
+    async with make_api(server={"cors_origins": [origin]}) as api:
+        preflight = await api.http.options(
+            "/datafn/pull",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == origin
+        answer = await api.call(
+            "pull", {"clientId": "c", "cursors": {"todos": "0"}}, headers={"Origin": origin}
+        )
+        assert answer.headers["access-control-allow-origin"] == origin
+        other = await api.call(
+            "pull", {"clientId": "c", "cursors": {}}, headers={"Origin": "https://evil.example"}
+        )
+        assert "access-control-allow-origin" not in other.headers
+    async with make_api() as api:  # the default: same origin only
+        answer = await api.call(
+            "pull", {"clientId": "c", "cursors": {}}, headers={"Origin": origin}
+        )
+        assert "access-control-allow-origin" not in answer.headers
