@@ -25,9 +25,17 @@ from typing import Any
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from datafn.client.client import Client, Table
-from datafn.client.reports import SyncStatus
+from datafn.client.reports import (
+    CloneReport,
+    CloneUpReport,
+    PullReport,
+    PushReport,
+    ReconcileReport,
+    SyncStatus,
+)
 from datafn.client.store import ChangelogEntry
 from datafn.events import Event
+from datafn.protocol import SeedResult
 
 __all__ = ["BlockingClient", "BlockingEvents", "BlockingSync", "BlockingTable", "Watch"]
 
@@ -125,23 +133,24 @@ class BlockingSync:
     def stop(self) -> None:
         self._call("stop")
 
-    def seed(self, data: Mapping[str, Sequence[dict[str, Any]]]) -> Any:
-        return self._call("seed", data)
+    def seed(self, data: Mapping[str, Sequence[dict[str, Any]]]) -> SeedResult:
+        result: SeedResult = self._portal.call(self._client.sync.seed, data)
+        return result
 
-    def clone(self, resources: Sequence[str] | None = None) -> Any:
-        return self._call("clone", resources)
+    def clone(self, resources: Sequence[str] | None = None) -> CloneReport:
+        return self._portal.call(self._client.sync.clone, resources)
 
-    def pull(self, resources: Sequence[str] | None = None) -> Any:
-        return self._call("pull", resources)
+    def pull(self, resources: Sequence[str] | None = None) -> PullReport:
+        return self._portal.call(self._client.sync.pull, resources)
 
-    def push(self) -> Any:
-        return self._call("push")
+    def push(self) -> PushReport:
+        return self._portal.call(self._client.sync.push)
 
-    def clone_up(self, resources: Sequence[str] | None = None) -> Any:
-        return self._call("clone_up", resources)
+    def clone_up(self, resources: Sequence[str] | None = None) -> CloneUpReport:
+        return self._portal.call(self._client.sync.clone_up, resources)
 
-    def reconcile(self, resources: Sequence[str] | None = None) -> Any:
-        return self._call("reconcile", resources)
+    def reconcile(self, resources: Sequence[str] | None = None) -> ReconcileReport:
+        return self._portal.call(self._client.sync.reconcile, resources)
 
     def sync_all(self) -> None:
         self._call("sync_all")

@@ -27,7 +27,15 @@ import anyio
 import anyio.abc
 import orjson
 
-from datafn.client.reports import CloneProgress, PushReport, SyncStatus
+from datafn.client.reports import (
+    CloneProgress,
+    CloneReport,
+    CloneUpReport,
+    PullReport,
+    PushReport,
+    ReconcileReport,
+    SyncStatus,
+)
 from datafn.client.store import ChangelogEntry, ClientStore
 from datafn.client.transport import Transport
 from datafn.context import SyncContext
@@ -43,7 +51,7 @@ from datafn.errors import (
     TransportError,
 )
 from datafn.events import EventBus
-from datafn.protocol import StatusResult, WireModel, parse_envelope
+from datafn.protocol import SeedResult, StatusResult, WireModel, parse_envelope
 from datafn.schema import Schema, schema_differences
 
 if TYPE_CHECKING:
@@ -338,19 +346,23 @@ class SyncEngine:
 
     # -- public operations ---------------------------------------------------------------------
 
-    async def seed(self, data: Mapping[str, Sequence[dict[str, Any]]]) -> Any:
+    async def seed(self, data: Mapping[str, Sequence[dict[str, Any]]]) -> SeedResult:
         """Send server-side initial data (an administrative call; ``authorize`` decides)."""
         async with self._lock:
-            return await self.run_phase(
+            report: SeedResult = await self.run_phase(
                 "seed", resources=list(data), data={k: list(v) for k, v in data.items()}
             )
+            return report
 
-    async def clone(self, resources: Sequence[str] | None = None) -> Any:
+    async def clone(self, resources: Sequence[str] | None = None) -> CloneReport:
         """Clone the resources (default: every local resource not hydrated yet)."""
         async with self._lock:
-            return await self.run_phase("clone", resources=await self._clone_targets(resources))
+            report: CloneReport = await self.run_phase(
+                "clone", resources=await self._clone_targets(resources)
+            )
+            return report
 
-    async def pull(self, resources: Sequence[str] | None = None) -> Any:
+    async def pull(self, resources: Sequence[str] | None = None) -> PullReport:
         """Pull changes since the per-resource cursors (default: every local resource).
 
         A resource that was never hydrated is hydrated first (cloneUp of data written before
@@ -359,22 +371,29 @@ class SyncEngine:
         async with self._lock:
             targets = self._targets(resources)
             await self.hydrate_unlocked(targets)
-            return await self.run_phase("pull", resources=targets)
+            report: PullReport = await self.run_phase("pull", resources=targets)
+            return report
 
     async def push(self) -> PushReport:
         """Push the changelog; pulls afterwards when other writers were active."""
         async with self._lock:
             return await self.push_unlocked()
 
-    async def clone_up(self, resources: Sequence[str] | None = None) -> Any:
+    async def clone_up(self, resources: Sequence[str] | None = None) -> CloneUpReport:
         """Upload data created while there was no server, then clone those resources."""
         async with self._lock:
-            return await self.run_phase("clone_up", resources=self._targets(resources))
+            report: CloneUpReport = await self.run_phase(
+                "clone_up", resources=self._targets(resources)
+            )
+            return report
 
-    async def reconcile(self, resources: Sequence[str] | None = None) -> Any:
+    async def reconcile(self, resources: Sequence[str] | None = None) -> ReconcileReport:
         """Compare local and server counts and re-clone the resources that differ."""
         async with self._lock:
-            return await self.run_phase("reconcile", resources=self._targets(resources))
+            report: ReconcileReport = await self.run_phase(
+                "reconcile", resources=self._targets(resources)
+            )
+            return report
 
     async def sync_all(self) -> None:
         """One full round: cloneUp and clone of unhydrated resources, pull, push."""
