@@ -561,14 +561,7 @@ async def _settle(
     for entry in refused:  # taken out of the local view
         await engine.records_changed(entry.resource, origin="remote", updated=[entry.record_id])
     for item in rejected[len(rejected) - len(refused) :]:
-        await engine.events.emit(
-            "mutation_rejected",
-            resource=item.resource,
-            record_id=item.record_id,
-            operation=item.operation,
-            mutation_id=item.mutation_id,
-            error=item.error,
-        )
+        await engine.write_event("mutation_rejected", item, error=item.error)
     return stop
 
 
@@ -705,14 +698,7 @@ async def _dead_letter(
         entry.record_id,
         error,
     )
-    await engine.events.emit(
-        "mutation_rejected",
-        resource=entry.resource,
-        record_id=entry.record_id,
-        operation=entry.operation,
-        mutation_id=entry.mutation_id,
-        error=error,
-    )
+    await engine.write_event("mutation_rejected", entry, error=error)
 
 
 @hookimpl(trylast=True)
@@ -788,17 +774,9 @@ async def _upload(
         for error in result.errors:
             record_id = by_mutation.get(error.mutation_id, "")
             failure = _server_error(error)
-            report.rejected.append(
-                RejectedMutation(error.mutation_id, resource, record_id, "insert", failure)
-            )
-            await engine.events.emit(
-                "mutation_rejected",
-                resource=resource,
-                record_id=record_id,
-                operation="insert",
-                mutation_id=error.mutation_id,
-                error=failure,
-            )
+            refused = RejectedMutation(error.mutation_id, resource, record_id, "insert", failure)
+            report.rejected.append(refused)
+            await engine.write_event("mutation_rejected", refused, error=failure)
         report.uploaded[resource] = report.uploaded.get(resource, 0) + len(result.applied)
 
     await engine.retrying("clone_up", send)

@@ -599,14 +599,20 @@ class SyncEngine:
                 )
             for resource in unknown:
                 await self.store.reset_hydration(resource)
-            await self.events.emit(
-                "mutation_discarded",
-                resource=removed.resource,
-                record_id=removed.record_id,
-                operation=removed.operation,
-                mutation_id=removed.mutation_id,
-            )
+            await self.write_event("mutation_discarded", removed)
             return removed
+
+    async def write_event(self, name: str, write: Any, **context: Any) -> None:
+        """Emit ``name`` about one write (anything with ``resource``, ``record_id``,
+        ``operation`` and ``mutation_id``: a changelog entry, a rejected mutation)."""
+        await self.events.emit(
+            name,
+            resource=write.resource,
+            record_id=write.record_id,
+            operation=write.operation,
+            mutation_id=write.mutation_id,
+            **context,
+        )
 
     async def in_doubt(self) -> bool:
         """Whether a push was sent whose answer never arrived."""
