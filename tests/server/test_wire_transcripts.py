@@ -308,3 +308,22 @@ async def test_python_and_typescript_clients_converge_both_ways(
         assert py_rows == ts_records[table]
     assert ts_records["todos"]["py1"]["done"] is True
     assert ts_records["kv"]["kv:lang"]["value"] == "python"
+
+
+async def test_an_unpaged_clone_of_more_than_ten_thousand_records_is_whole(api: Api) -> None:
+    """``cloneResources`` with the default page size: one request, ``next`` ignored; above
+    the original's 10 000 the answer still holds every record."""
+    total = 10_001
+    for start in range(0, total, 500):
+        await ts_push(
+            api,
+            *(
+                ts_mutation("insert", f"t{i:05}", {"title": "x"})
+                for i in range(start, min(start + 500, total))
+            ),
+        )
+    result = await api.ok(
+        "clone", {"clientId": "ts-client", "tables": TABLES, "includeJoins": True}
+    )
+    assert result["ok"] is True and len(result["data"]["todos"]) == total
+    assert result["cursors"]["todos"] == str(total)
