@@ -1,4 +1,4 @@
-"""Every task of the project: nox -s tests, lint, types, docs, bench, demo."""
+"""Every task of the project: nox -s tests, lint, types, docs, bench, demo, simulate."""
 
 from __future__ import annotations
 
@@ -72,3 +72,10 @@ def demo(session: nox.Session) -> None:
     """The main job on the embedded default: a server and two clients on SQLite."""
     install(session)
     session.run("datafn", "demo")
+
+
+@nox.session
+def simulate(session: nox.Session) -> None:
+    """The deterministic fault simulator on 10 000 seeds (``nox -s simulate -- --start N``)."""
+    install(session)
+    session.run("datafn", "simulate", "--seeds", "10000", "--keep-going", *session.posargs)

@@ -27,14 +27,24 @@ configuration) or ``pytest_plugins = ["datafn.testing.pytest_plugin"]`` in your 
     connected to the server started last (unless the project or the arguments name a
     ``remote``), with a ``memory://`` store unless the project sets one. Use it as
     ``async with datafn_client() as client:``.
+
+``datafn_simulation``
+    ``datafn_simulation(seeds=range(50), plugins=[...], server_plugins=[...],
+    store_factory=..., **options)`` runs the deterministic fault simulator
+    (:mod:`datafn.testing.simulation`) over the seeds with your plugins in every client
+    (and ``server_plugins`` in the server), and returns a
+    :class:`~datafn.testing.simulation.SeedsReport`; ``.assert_ok()`` fails the test with
+    the first failing seed's shrunk trace. Options are those of
+    :class:`~datafn.testing.simulation.SimulationOptions` (``clients``, ``steps``,
+    ``faults``, ``sync``…).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -42,7 +52,16 @@ from datafn.testing.live import LiveServer
 from datafn.testing.project import DatafnProject
 from datafn.testing.recorder import HookRecorder
 
-__all__ = ["datafn_client", "datafn_project", "datafn_server", "hook_recorder"]
+if TYPE_CHECKING:
+    from datafn.testing.simulation import SeedsReport
+
+__all__ = [
+    "datafn_client",
+    "datafn_project",
+    "datafn_server",
+    "datafn_simulation",
+    "hook_recorder",
+]
 
 
 @pytest.fixture
@@ -121,3 +140,25 @@ def datafn_client(datafn_project: DatafnProject, datafn_server: _Servers) -> Cal
         return Client(**kwargs)
 
     return make
+
+
+def _simulate(
+    *,
+    seeds: Iterable[int] = range(20),
+    plugins: Iterable[object] = (),
+    server_plugins: Iterable[object] = (),
+    stop_after: int | None = 1,
+    **options: Any,
+) -> SeedsReport:
+    from datafn.testing.simulation import SimulationOptions, run_seeds
+
+    chosen = SimulationOptions(
+        plugins=tuple(plugins), server_plugins=tuple(server_plugins), **options
+    )
+    return run_seeds(seeds, chosen, stop_after=stop_after)
+
+
+@pytest.fixture
+def datafn_simulation() -> Callable[..., SeedsReport]:
+    """``datafn_simulation(seeds=range(50), plugins=[...], **options)`` → a SeedsReport."""
+    return _simulate
