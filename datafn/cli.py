@@ -55,7 +55,13 @@ def cli(ctx: click.Context, pyproject: Path | None) -> None:
 @click.pass_obj
 def plugins(obj: _Obj, as_json: bool) -> None:
     """List the plugins that are loaded and the hooks each implements."""
-    runtime = obj.runtime()
+    # the debugging tool: a plugin whose settings are invalid is listed, and the error shown
+    runtime = Runtime.discover(pyproject=obj.pyproject)
+    problem: DatafnError | None = None
+    try:
+        runtime.configure()
+    except DatafnError as exc:
+        problem = exc
     infos = runtime.plugins.plugins()
     if as_json:
         click.echo(
@@ -73,6 +79,8 @@ def plugins(obj: _Obj, as_json: bool) -> None:
                 indent=2,
             )
         )
+        if problem is not None:
+            click.echo(f"Error in the plugins' settings: {problem}", err=True)
         return
     table = Table(title="datafn plugins")
     table.add_column("plugin")
@@ -86,6 +94,8 @@ def plugins(obj: _Obj, as_json: bool) -> None:
     console.print(table)
     for skipped in runtime.plugins.skipped:
         console.print(f"[yellow]not loaded:[/yellow] {skipped.name} ({skipped.reason})")
+    if problem is not None:
+        click.echo(f"Error in the plugins' settings: {problem}", err=True)
 
 
 @cli.command()
@@ -117,7 +127,9 @@ def _add_plugin_commands() -> None:
     if "--config" in args and args.index("--config") + 1 < len(args):
         pyproject = Path(args[args.index("--config") + 1])
     try:
-        runtime = Runtime.boot(pyproject=pyproject)
+        # without the plugins' settings: a plugin whose settings are invalid still adds its
+        # commands, and running one reports the error
+        runtime = Runtime.discover(pyproject=pyproject)
     except DatafnError:
         return  # the failing command will report the error itself
     existing = set(cli.commands)

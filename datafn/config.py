@@ -4,10 +4,17 @@ Precedence, highest first:
 
 1. keyword arguments (``load_config(sync={"push_batch_size": 50})``, ``Client(remote=…)``);
 2. environment variables: ``DATAFN_<KEY>``, nested with ``__``
-   (``DATAFN_SYNC__PUSH_BATCH_SIZE=50``); list settings take commas (``DATAFN_PLUGINS=a,b``);
+   (``DATAFN_SYNC__PUSH_BATCH_SIZE=50``), plugin sections alike (``DATAFN_HTTP__TOKEN``); list
+   settings take commas (``DATAFN_PLUGINS=a,b``);
 3. the ``[tool.datafn]`` table of the nearest ``pyproject.toml`` that has one (searched upward
-   from the working directory; ``DATAFN_CONFIG`` names a file explicitly);
+   from the working directory; ``DATAFN_CONFIG`` names a file explicitly; a file that is not
+   valid TOML is an error naming its line and column);
 4. the defaults below.
+
+Relative paths (:data:`PathSetting`, the file of an SQLite :data:`StoreUrlSetting`, the
+``schema`` file) are made absolute when the configuration loads: against the pyproject.toml's
+folder for values written there and for defaults, against the working directory for values
+from the environment or keyword arguments.
 
 Keys are kebab-case in TOML and snake_case in Python and environment variables; durations are
 seconds. A bad value raises :class:`~datafn.errors.ConfigError` naming the full key path as the
@@ -36,28 +43,26 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import annotated_types as at
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    NoDecode,
-    PyprojectTomlConfigSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from datafn.errors import ConfigError
+from datafn.registry import backend_name
 
 __all__ = [
     "Config",
     "DatafnSettings",
     "LimitsSettings",
+    "PathSetting",
     "Section",
     "ServerSettings",
     "SettingsRegistry",
+    "StoreUrlSetting",
     "SyncSettings",
     "WsReconnectSettings",
     "find_pyproject",
     "load_config",
+    "mask_url",
+    "store_location",
 ]
 
 log = logging.getLogger("datafn.config")
@@ -71,6 +76,24 @@ class Section(BaseModel):
     """Base of every settings section: unknown keys are errors, values immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class _Location:
+    """Marks a string setting that names a place on disk (see PathSetting, StoreUrlSetting)."""
+
+    kind: typing.Literal["path", "url"]
+
+
+#: A setting that is a file path. A relative value is made absolute when configuration
+#: loads: next to the pyproject.toml it was written in (defaults too), or against the working
+#: directory when it came from the environment or a keyword argument. Plugins use it for their
+#: own settings: ``path: PathSetting = "audit.jsonl"``.
+PathSetting = Annotated[str, _Location("path")]
+
+#: A store URL setting: the file of a relative SQLite URL (``sqlite:///app.db``) is made
+#: absolute like a :data:`PathSetting`; other URLs are kept as they are.
+StoreUrlSetting = Annotated[str, _Location("url")]
 
 
 class WsReconnectSettings(Section):
@@ -119,7 +142,7 @@ class SyncSettings(Section):
     realtime_channel: str = Field("websockets", description="real-time channel plugin name")
     ws_reconnect: WsReconnectSettings = WsReconnectSettings()
     triggers: list[str] | None = Field(None, description="trigger names; unset: all installed")
-    seed_file: str | None = Field(
+    seed_file: PathSetting | None = Field(
         None, description="JSON file of records per resource, seeded when the engine starts"
     )
     reconcile_on_start: bool = Field(True, description="reconcile counts when the engine starts")
@@ -163,7 +186,7 @@ class ServerSettings(Section):
 
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=0, le=65535)
-    database: str = Field("sqlite:///datafn.db", description="server store URL")
+    database: StoreUrlSetting = Field("sqlite:///datafn.db", description="server store URL")
     base_path: str = Field("/datafn", pattern=r"^/[A-Za-z0-9._~/-]*$")
     production: bool = Field(False, description="hide internals in INTERNAL errors")
     notification_bus: str = Field("memory", description="notification bus plugin name")
@@ -202,13 +225,13 @@ class DatafnSettings(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    store: str = Field("sqlite:///datafn-local.db", description="client store URL")
+    store: StoreUrlSetting = Field("sqlite:///datafn-local.db", description="client store URL")
     client_id: str | None = Field(None, description="unset: generated once, kept in the store")
-    plugins: Annotated[list[str] | None, NoDecode] = Field(
+    plugins: list[str] | None = Field(
         None, description="allow list of third-party plugins; unset: all installed"
     )
-    disable_plugins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    required_plugins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    disable_plugins: list[str] = Field(default_factory=list)
+    required_plugins: list[str] = Field(default_factory=list)
     disable_plugin_autoload: bool = False
     hook_timeout: float = Field(30.0, gt=0, description="bound on one hook call, seconds")
     sync: SyncSettings = SyncSettings()
@@ -217,25 +240,6 @@ class DatafnSettings(BaseModel):
     _split = field_validator("plugins", "disable_plugins", "required_plugins", mode="before")(
         _comma_list
     )
-
-
-class _SourceSettings(BaseSettings):
-    """Only tells pydantic-settings' sources where to read; validation uses DatafnSettings."""
-
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        case_sensitive=False,
-        pyproject_toml_table_header=("tool", "datafn"),
-        extra="allow",
-    )
-
-
-_Sources = create_model(  # the same fields, so the env source knows the nested names
-    "_Sources",
-    __base__=_SourceSettings,
-    **{name: (info.annotation, info) for name, info in DatafnSettings.model_fields.items()},  # type: ignore[call-overload]
-)
 
 
 _CORE_KEYS = frozenset(DatafnSettings.model_fields) | {"schema"}
@@ -273,8 +277,17 @@ class Config:
     pyproject: Path | None = None
     #: dotted snake_case key → "default" | "pyproject.toml" | "env DATAFN_…" | "argument"
     provenance: dict[str, str] = field(default_factory=dict)
-    _raw_sections: dict[str, Any] = field(default_factory=dict)
+    #: plugin tables by source, lowest precedence first: ``(label, {section: table})``; the
+    #: environment's part is read when the plugins have declared their sections
+    _section_layers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    _use_env: bool = False
     _sections: dict[str, BaseModel] = field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths of ``[tool.datafn]`` (and defaults) resolve against: the
+        pyproject.toml's, else the working directory."""
+        return self.pyproject.parent if self.pyproject is not None else Path.cwd()
 
     @property
     def sync(self) -> SyncSettings:
@@ -304,25 +317,56 @@ class Config:
         return "default"
 
     def apply_sections(self, registry: SettingsRegistry) -> None:
-        """Validate the plugin sections against the models plugins declared."""
+        """Validate the plugin sections against the models plugins declared.
+
+        A section is read like the built-in ones: its pyproject.toml table, then
+        ``DATAFN_<SECTION>__<KEY>`` variables, then keyword arguments.
+        """
         for name, model in registry.sections.items():
-            raw = self._raw_sections.get(name, {})
-            if not isinstance(raw, Mapping):
-                raise ConfigError(
-                    f"expected a table, got {_show(raw)}", key=self._user_key((name,))
-                )
-            self._sections[name] = _validate(model, dict(raw), self, prefix=(name,))
-        for name in self._raw_sections:
-            if name not in registry.sections:
-                log.warning(
-                    "%s.%s: no installed plugin reads this table", TOML_PREFIX, _kebab(name)
-                )
+            raw: dict[str, Any] = {}
+            layers = [(label, tables.get(name)) for label, tables in self._section_layers]
+            if self._use_env:  # between the file and the arguments
+                env = _env_values(model, (name,), os.environ)
+                layers.insert(min(1, len(layers)), ("env", env or None))
+            for label, table in layers:
+                if table is None:
+                    continue
+                if label == "env":
+                    for dotted in _dotted_keys(table, name + "."):
+                        self.provenance[dotted] = _env_label(dotted)
+                else:
+                    _record(self.provenance, {name: table}, label)
+                if not isinstance(table, Mapping):
+                    raise ConfigError(
+                        f"expected a table, got {_show(table)}", key=self._user_key((name,))
+                    )
+                raw = _merge(raw, table)
+            section = _validate(model, raw, self, prefix=(name,))
+            self._sections[name] = _resolve_locations(section, (name,), self)
+        for _label, tables in self._section_layers:
+            for name in tables:
+                if name not in registry.sections:
+                    log.warning(
+                        "%s.%s: no installed plugin reads this table", TOML_PREFIX, _kebab(name)
+                    )
+        if self._use_env:
+            for variable in _unclaimed_env(registry, os.environ):
+                log.warning("%s: no installed plugin reads this variable", variable)
 
     def effective(self) -> Iterator[tuple[str, Any, str]]:
         """``(key, value, source)`` for every setting, key kebab-cased as in TOML."""
+        yield ("schema", _shown_schema(self.schema_source), self.source_of("schema"))
         yield from _walk(self.settings.model_dump(), (), self)
         for name, model in self._sections.items():
             yield from _walk(model.model_dump(), (name,), self)
+
+    def _base_for(self, loc: tuple[str, ...]) -> Path:
+        """What a relative path at ``loc`` is relative to: the working directory for values
+        from the environment or keyword arguments, else the pyproject.toml's folder."""
+        source = self.source_of(".".join(loc))
+        if source.startswith("env") or source == "argument":
+            return Path.cwd()
+        return self.base_dir
 
     def _user_key(self, loc: tuple[str | int, ...]) -> str:
         source = self.source_of(".".join(str(p) for p in loc))
@@ -367,7 +411,7 @@ def _secret_fingerprint(secret: Any) -> str:
     return f"*** (sha256:{digest[:8]})"
 
 
-def _mask_url(value: str) -> str:
+def mask_url(value: str) -> str:
     """A URL's password (``scheme://user:password@host``) replaced by ``***``."""
     scheme, sep, rest = value.partition("://")
     if not sep:
@@ -398,8 +442,30 @@ def _shown(key: str, value: Any) -> Any:
     if _SECRET_KEY_RE.search(key):
         return _secret_fingerprint(value)
     if isinstance(value, str):
-        return _mask_url(value)
+        return mask_url(value)
     return value
+
+
+def _shown_schema(source: Any) -> Any:
+    """The ``schema`` setting as ``datafn config`` prints it: the file, or what the table holds."""
+    if isinstance(source, Mapping):
+        names = [
+            str(r.get("name", "?")) for r in source.get("resources", []) if isinstance(r, Mapping)
+        ]
+        return f"[tool.datafn.schema] table: {', '.join(names) or 'no resources'}"
+    return None if source is None else str(source)
+
+
+def store_location(url: str) -> str:
+    """Where a store URL keeps its data, as datafn prints it: the file of an SQLite URL, else
+    the URL with its password masked."""
+    if backend_name(url) == "sqlite":
+        _scheme, sep, rest = url.partition("://")
+        path = rest[1:].partition("?")[0] if sep and rest.startswith("/") else ""
+        if path and path != ":memory:" and not path.startswith("file:"):
+            return f"SQLite file {path}"
+        return f"SQLite in memory ({url})"
+    return mask_url(url)
 
 
 def _kebab(name: str) -> str:
@@ -420,44 +486,162 @@ def _snake_keys(data: Any, *, depth: int = 0) -> Any:
 
 
 def find_pyproject(start: Path | None = None) -> Path | None:
-    """The nearest ``pyproject.toml`` with a ``[tool.datafn]`` table, searching upward."""
+    """The nearest ``pyproject.toml`` with a ``[tool.datafn]`` table, searching upward.
+
+    A pyproject.toml on the way that is not valid TOML stops the search with a
+    :class:`~datafn.errors.ConfigError` naming the file, line and column: it may be the one
+    meant, and a parent folder's file must not silently stand in for it.
+    """
     explicit = os.environ.get("DATAFN_CONFIG")
     if explicit:
         path = Path(explicit)
         if not path.is_file():
             raise ConfigError(f"no such file: {explicit}", key="DATAFN_CONFIG")
-        return path
-    here = (start or Path.cwd()).resolve()
+        return Path(os.path.abspath(path))
+    here = Path(os.path.abspath(start or Path.cwd()))
     for folder in (here, *here.parents):
         candidate = folder / "pyproject.toml"
         if candidate.is_file():
-            try:
-                data = tomllib.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-                continue
+            data = _load_toml(candidate)
             if isinstance(data.get("tool"), dict) and "datafn" in data["tool"]:
                 return candidate
     return None
 
 
-def _read_pyproject(path: Path) -> dict[str, Any]:
+_TOML_POSITION_RE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's contents; errors name the file (and the line and column of a syntax
+    error: ``/app/pyproject.toml:3:7: invalid TOML: …``)."""
     try:
-        table = PyprojectTomlConfigSettingsSource(_Sources, toml_file=path).toml_data
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"invalid TOML: {exc}", key=str(path)) from exc
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc.reason}", key=str(path)) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read: {exc}", key=str(path)) from exc
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", key=str(path)) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc.msg if hasattr(exc, "msg") else exc)
+        found = _TOML_POSITION_RE.search(message)
+        line = getattr(exc, "lineno", None) or (int(found.group(1)) if found else None)
+        column = getattr(exc, "colno", None) or (int(found.group(2)) if found else None)
+        if line is None and message.endswith("(at end of document)"):
+            line, column = text.count("\n") + 1, len(text.rsplit("\n", 1)[-1]) + 1
+            message = message.removesuffix("(at end of document)").rstrip()
+        message = _TOML_POSITION_RE.sub("", message)
+        if line is None:
+            raise ConfigError(f"invalid TOML: {message}", key=str(path)) from None
+        raise ConfigError(
+            f"invalid TOML at line {line}, column {column}: {message}",
+            key=f"{path}:{line}:{column}",
+        ) from None
+
+
+def _read_pyproject(path: Path) -> dict[str, Any]:
+    tool = _load_toml(path).get("tool", {})
+    table = tool.get("datafn", {}) if isinstance(tool, dict) else {}
     if not isinstance(table, dict):
         raise ConfigError("expected a table", key=TOML_PREFIX)
     return dict(_snake_keys(table))
 
 
-def _read_env() -> dict[str, Any]:
-    source = EnvSettingsSource(_Sources)
-    try:
-        return dict(source())
-    except Exception as exc:  # pydantic-settings raises SettingsError for undecodable JSON
-        raise ConfigError(f"invalid environment value: {exc}", key=ENV_PREFIX + "*") from exc
+# -- the environment: DATAFN_<SECTION>__<KEY>, for built-in and plugin sections alike ----------
+
+
+def _env_values(
+    model: type[BaseModel], path: tuple[str, ...], environ: Mapping[str, str]
+) -> dict[str, Any]:
+    """The values ``DATAFN_*`` variables give the fields of ``model`` (the section at
+    ``path``; ``()`` for the top level), nested as in TOML.
+
+    Names are case-insensitive, ``__`` separates levels (``DATAFN_HTTP__TOKEN``); a table may
+    also be given whole as JSON (``DATAFN_HTTP='{"token": "…"}'``); a list takes JSON or
+    commas (``DATAFN_AUDIT__SIDES=client,server``). Everything else is a string that
+    validation converts. At the top level only the built-in settings are read: other
+    ``DATAFN_*`` variables belong to plugin sections or to other tools.
+    """
+    prefix = ENV_PREFIX + "".join(part.upper() + "__" for part in path)
+    values: dict[str, Any] = {}
+    for name in sorted(environ):
+        upper = name.upper()
+        if path and upper == prefix[:-2]:  # the whole section as JSON
+            _put(values, [], _decoded(model, [], environ[name]))
+            continue
+        if not upper.startswith(prefix):
+            continue
+        parts = upper[len(prefix) :].lower().split("__")
+        if not all(parts) or (not path and parts[0] not in model.model_fields):
+            continue
+        _put(values, parts, _decoded(model, parts, environ[name]))
+    return values
+
+
+def _decoded(model: type[BaseModel], parts: list[str], text: str) -> Any:
+    """An environment value as the field at ``parts`` expects it: JSON for tables, JSON or
+    commas for lists, the text itself otherwise (validation reports what does not fit)."""
+    annotation: Any = model
+    for part in parts:
+        fields = getattr(annotation, "model_fields", None)
+        info = fields.get(part) if isinstance(fields, dict) else None
+        if info is None:
+            return text
+        annotation = _strip_optional(info.annotation)
+    origin = typing.get_origin(annotation)
+    is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    if origin is list and not text.lstrip().startswith("["):
+        return _comma_list(text)
+    if origin is list or origin is dict or is_model:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+def _put(values: dict[str, Any], parts: list[str], value: Any) -> None:
+    if not parts:
+        if isinstance(value, Mapping):
+            values.update(_merge(values, value))
+        return
+    for part in parts[:-1]:
+        inner = values.get(part)
+        if not isinstance(inner, dict):
+            inner = values[part] = {}
+        values = inner
+    last = parts[-1]
+    if isinstance(value, Mapping) and isinstance(values.get(last), Mapping):
+        values[last] = _merge(dict(values[last]), value)
+    else:
+        values[last] = value
+
+
+def _env_label(dotted: str) -> str:
+    return "env " + ENV_PREFIX + dotted.replace(".", "__").upper()
+
+
+def _dotted_keys(data: Any, prefix: str) -> Iterator[str]:
+    if isinstance(data, Mapping) and data:
+        for key, value in data.items():
+            if isinstance(value, Mapping) and value and key != "tokens":
+                yield from _dotted_keys(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}"
+    else:
+        yield prefix.rstrip(".")
+
+
+def _unclaimed_env(registry: SettingsRegistry, environ: Mapping[str, str]) -> list[str]:
+    """``DATAFN_<NAME>__…`` variables whose first part names no setting and no section."""
+    known = {name.upper() for name in (*DatafnSettings.model_fields, *registry.sections)}
+    unclaimed = []
+    for name in sorted(environ):
+        upper = name.upper()
+        rest = upper[len(ENV_PREFIX) :]
+        if upper.startswith(ENV_PREFIX) and "__" in rest and rest.split("__", 1)[0] not in known:
+            unclaimed.append(name)
+    return unclaimed
 
 
 def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -473,7 +657,7 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 def _record(provenance: dict[str, str], data: Mapping[str, Any], label: str, prefix: str = ""):  # type: ignore[no-untyped-def]
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value and key != "tokens":
+        if isinstance(value, Mapping) and value and key != "tokens" and dotted != "schema":
             _record(provenance, value, label, dotted + ".")
         else:
             provenance[dotted] = label
@@ -493,17 +677,13 @@ def load_config(
     :param overrides: keyword settings, snake_case, nested as dicts
         (``sync={"remote": "http://…"}``), highest precedence.
     """
-    path = Path(pyproject) if pyproject is not None else find_pyproject(start)
+    path = Path(os.path.abspath(pyproject)) if pyproject is not None else find_pyproject(start)
+    file_label = "pyproject.toml" if path is None or path.name == "pyproject.toml" else str(path)
     layers: list[tuple[str, dict[str, Any]]] = []
     if path is not None:
-        layers.append(
-            (
-                "pyproject.toml" if path.name == "pyproject.toml" else str(path),
-                _read_pyproject(path),
-            )
-        )
+        layers.append((file_label, _read_pyproject(path)))
     if use_env:
-        env = _read_env()
+        env = _env_values(DatafnSettings, (), os.environ)
         if "DATAFN_SCHEMA" in os.environ:
             env["schema"] = os.environ["DATAFN_SCHEMA"]
         layers.append(("env", env))
@@ -516,7 +696,7 @@ def load_config(
         _record(provenance, data, label)
     for dotted, label in list(provenance.items()):
         if label == "env":
-            provenance[dotted] = "env " + ENV_PREFIX + dotted.replace(".", "__").upper()
+            provenance[dotted] = _env_label(dotted)
 
     schema_source = merged.pop("schema", None)
     config = Config(
@@ -525,20 +705,114 @@ def load_config(
         pyproject=path,
         provenance=provenance,
     )
-    plugin_tables = {
-        key: merged.pop(key)
-        for key in list(merged)
-        if key not in DatafnSettings.model_fields and isinstance(merged[key], Mapping)
-    }
-    unknown = [key for key in merged if key not in DatafnSettings.model_fields]
+    unknown = [
+        key
+        for key in merged
+        if key not in DatafnSettings.model_fields and not isinstance(merged[key], Mapping)
+    ]
     if unknown:
         key = unknown[0]
         near = difflib.get_close_matches(key, DatafnSettings.model_fields, n=1)
         hint = f"; did you mean {_kebab(near[0])!r}?" if near else ""
         raise ConfigError(f"unknown setting{hint}", key=config._user_key((key,)))
-    config.settings = _validate(DatafnSettings, merged, config, prefix=())
-    config._raw_sections = plugin_tables
+    # plugin tables are validated once the plugins have declared them (apply_sections)
+    config._section_layers = [
+        (label, {k: v for k, v in data.items() if k not in _CORE_KEYS})
+        for label, data in layers
+        if label != "env"
+    ]
+    config._use_env = use_env
+    core = {key: value for key, value in merged.items() if key in DatafnSettings.model_fields}
+    config.settings = _resolve_locations(
+        _validate(DatafnSettings, core, config, prefix=()), (), config
+    )
+    if isinstance(schema_source, str | Path) and str(schema_source):
+        config.schema_source = _resolved_path(schema_source, config._base_for(("schema",)))
+    _check_remote(config)
     return config
+
+
+def _resolve_locations(section: M, prefix: tuple[str, ...], config: Config) -> M:
+    """``section`` with its :data:`PathSetting` and :data:`StoreUrlSetting` values made
+    absolute (see :meth:`Config._base_for` for what they are relative to)."""
+    updates: dict[str, Any] = {}
+    for name, info in type(section).model_fields.items():
+        value = getattr(section, name)
+        loc = (*prefix, name)
+        kind = _location_kind(info)
+        if kind is not None and isinstance(value, str) and value:
+            base = config._base_for(loc)
+            resolved = _resolved_path(value, base) if kind == "path" else _resolved_url(value, base)
+            if resolved != value:
+                updates[name] = resolved
+        elif isinstance(value, BaseModel):
+            inner = _resolve_locations(value, loc, config)
+            if inner is not value:
+                updates[name] = inner
+    return section.model_copy(update=updates) if updates else section
+
+
+def _location_kind(info: Any) -> str | None:
+    metadata = list(info.metadata)
+    annotation = info.annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            metadata += getattr(arg, "__metadata__", ())
+    for item in metadata:
+        if isinstance(item, _Location):
+            return item.kind
+    return None
+
+
+def _resolved_path(value: str | Path, base: Path) -> Any:
+    """``value`` made absolute against ``base`` (``~`` expanded); a Path stays a Path."""
+    path = Path(value).expanduser()
+    absolute = os.path.normpath(path if path.is_absolute() else base / path)
+    return Path(absolute) if isinstance(value, Path) else absolute
+
+
+def _resolved_url(url: str, base: Path) -> str:
+    """The file of a relative SQLite URL (``sqlite:///app.db``) made absolute against ``base``
+    (``sqlite:////srv/app/app.db``); in-memory and other URLs as they are."""
+    if backend_name(url) != "sqlite":
+        return url
+    scheme, sep, rest = url.partition("://")
+    if not sep or not rest.startswith("/"):
+        return url
+    database, question, query = rest[1:].partition("?")
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return url
+    return f"{scheme}:///{_resolved_path(database, base)}{question}{query}"
+
+
+def _check_remote(config: Config) -> None:
+    """``sync.remote`` must be an http(s) URL with a host when the http transport uses it."""
+    remote = config.sync.remote
+    if not remote or config.sync.transport != "http":
+        return
+    from urllib.parse import urlsplit
+
+    problem = None
+    try:
+        parts = urlsplit(remote)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        problem = str(exc)
+    else:
+        if parts.scheme not in ("http", "https"):
+            problem = "the scheme must be http:// or https://"
+        elif not parts.hostname:
+            problem = "there is no host"
+    if problem is None:
+        return
+    hint = ""
+    if "://" not in remote:
+        hint = f'; did you mean "http://{remote}"?'
+    raise ConfigError(
+        f"expected an http:// or https:// URL with a host, e.g. "
+        f'"http://127.0.0.1:8787/datafn", got {_show(remote)} ({problem}){hint}',
+        key=config._user_key(("sync", "remote")),
+    )
 
 
 def _validate(

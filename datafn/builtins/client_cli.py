@@ -76,6 +76,7 @@ async def _sync(
 ) -> None:
     from datafn.builtins.client_demo import clone_with_progress
     from datafn.client import Client
+    from datafn.config import mask_url, store_location
 
     console = Console(stderr=True)
     pyproject = getattr(obj, "pyproject", None)
@@ -94,6 +95,13 @@ async def _sync(
         pyproject=pyproject,
         sync=settings,
     ) as client:
+        config = client.runtime.config
+        console.print(
+            f"syncing {mask_url(config.sync.remote or '')} into "
+            f"{store_location(config.settings.store)}",
+            highlight=False,
+            soft_wrap=True,  # a path stays on one line, whatever the terminal's width
+        )
         client.events.on(
             "sync_failed",
             lambda e: console.print(f"[red]{e.context.phase} failed:[/red] {e.context.error}"),

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import datafn
 from datafn.client.transport import Transport
-from datafn.config import Config, SettingsRegistry
+from datafn.config import Config, SettingsRegistry, mask_url
 from datafn.errors import TransportError, ValidationFailed
 from datafn.plugin import hookimpl
 from datafn.registry import Registry
@@ -130,12 +130,16 @@ class HttpTransport(Transport):
         except httpx.HTTPError as exc:
             raise _failure(url, status, exc) from exc
         try:
-            return orjson.loads(content)
+            body = orjson.loads(content)
         except orjson.JSONDecodeError:
+            hint = f"; {_NO_ROUTE_HINT}" if status == 404 else ""
             raise TransportError(
-                f"{url} answered HTTP {response.status_code} with a body that is not JSON",
+                f"{url} answered HTTP {response.status_code} with a body that is not JSON{hint}",
                 http_status=response.status_code,
             ) from None
+        if status == 404:
+            return _not_found(body, request.method, url, self.remote)
+        return body
 
     async def _read(self, response: httpx.Response, url: str) -> bytes:
         """The body, decoded; an answer above ``max_response_bytes`` is refused."""
@@ -154,6 +158,34 @@ class HttpTransport(Transport):
 
     async def aclose(self) -> None:
         await self._transport.aclose()
+
+
+_NO_ROUTE_HINT = (
+    "is the base path of the remote right? (datafn serve's default: http://host:8787/datafn)"
+)
+
+
+def _not_found(body: Any, method: str, url: str, remote: str) -> Any:
+    """A 404 answer, with the URL that was called and, when the server says it (a datafn
+    server does, in ``details.basePath``), the base path its routes are under."""
+    url = mask_url(url)
+    error = body.get("error") if isinstance(body, dict) and body.get("ok") is False else None
+    if not isinstance(error, dict):
+        raise TransportError(
+            f"{method} {url} answered HTTP 404 with no DataFn envelope; {_NO_ROUTE_HINT}",
+            http_status=404,
+        )
+    details = error.get("details")
+    base = details.get("basePath") if isinstance(details, dict) else None
+    if isinstance(base, str) and base.startswith("/"):
+        expected = httpx.URL(remote).copy_with(path=base, query=None, fragment=None)
+        message = (
+            f"no such route: {method} {url}; the server's DataFn routes are under {base}, "
+            f"so the remote should be {mask_url(str(expected))}"
+        )
+    else:
+        message = f"{error.get('message', 'not found')} ({method} {url})"
+    return {**body, "error": {**error, "message": message}}
 
 
 def _failure(url: str, status: int, exc: httpx.HTTPError) -> TransportError:

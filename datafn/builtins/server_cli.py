@@ -49,8 +49,9 @@ def serve(
     access_log: bool,
 ) -> None:
     """Run the DataFn server (Ctrl-C or SIGTERM: drain in-flight requests, then stop)."""
+    from datafn.config import store_location
     from datafn.server.app import create_app
-    from datafn.server.serve import uvicorn_server
+    from datafn.server.serve import run_opened, uvicorn_server
 
     server: dict[str, Any] = {
         key: value
@@ -71,13 +72,17 @@ def serve(
     runtime = obj.runtime(**overrides)
     app = create_app(runtime)
     settings = runtime.config.server
-    click.echo(
-        f"datafn: serving http://{settings.host}:{settings.port}{settings.base_path} "
-        f"(store: {app.state.datafn.store.name})",
-        err=True,
-    )
-    click.echo(f"datafn: {describe_mode(settings.production)}", err=True)
-    uvicorn_server(app, log_level=log_level, access_log=access_log, freeze_gc=True).run()
+
+    def ready() -> None:  # the store is open: say where it is and what is served
+        click.echo(
+            f"datafn: serving http://{settings.host}:{settings.port}{settings.base_path} "
+            f"(store: {store_location(settings.database)})",
+            err=True,
+        )
+        click.echo(f"datafn: {describe_mode(settings.production)}", err=True)
+
+    http_server = uvicorn_server(app, log_level=log_level, access_log=access_log, freeze_gc=True)
+    run_opened(http_server, ready=ready)
 
 
 def describe_mode(production: bool) -> str:

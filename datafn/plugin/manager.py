@@ -117,6 +117,8 @@ class PluginManager:
     _builtin: set[str] = field(init=False, default_factory=set)
     _registries: dict[str, Registry[Any]] = field(init=False, default_factory=dict)
     skipped: list[_Blocked] = field(init=False, default_factory=list)
+    #: every installed plugin (entry point) name → its distribution, loaded or not
+    available: dict[str, str | None] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pm = pluggy.PluginManager(PROJECT_NAME)
@@ -153,6 +155,7 @@ class PluginManager:
             seen.add(ep.name)
             dist = ep.dist
             dist_name = dist.metadata["Name"] if dist is not None else None
+            self.available[ep.name] = dist_name
             builtin = dist_name == BUILTIN_DISTRIBUTION
             reason = None
             if ep.name in blocked:

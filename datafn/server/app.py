@@ -338,7 +338,15 @@ class DatafnServer:
                 "DFQL_UNSUPPORTED", f"method {request.method} is not allowed here", status=405
             )
         elif exc.status_code == 404:
-            error = _error("NOT_FOUND", "no such route", status=404)
+            # a client whose remote lacks (or mistypes) the base path learns which one it is
+            base = str(request.scope.get("root_path", "")).rstrip("/") + self.base_path
+            error = _error(
+                "NOT_FOUND",
+                f"no such route: {request.method} {request.url.path}; the DataFn routes of "
+                f"this server are under {base or '/'}",
+                status=404,
+                details={"basePath": base or "/"},
+            )
         else:
             error = _error("DFQL_INVALID", str(exc.detail), status=exc.status_code)
         return self._error_response(error)

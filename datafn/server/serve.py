@@ -14,18 +14,23 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import socket
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
+from datafn.config import mask_url
+from datafn.errors import DatafnError, StoreError
+from datafn.registry import backend_name
 from datafn.server.app import DatafnServer
 from datafn.server.connections import http_protocol
 from datafn.server.logs import install_log_filters
 
-__all__ = ["UvicornServer", "max_connections", "uvicorn_server"]
+__all__ = ["UvicornServer", "max_connections", "run_opened", "uvicorn_server"]
 
 log = logging.getLogger("datafn.server")
 
@@ -137,3 +142,52 @@ def uvicorn_server(
     )
     install_log_filters()  # tokens out of debug logs, clients' UTF-8 errors in one line
     return UvicornServer(config, datafn, freeze_gc=freeze_gc)
+
+
+def run_opened(server: UvicornServer, *, ready: Callable[[], None] = lambda: None) -> None:
+    """Run ``server`` like ``server.run()``, but open the DataFn server's store and bus first,
+    on the loop that then serves: a database that cannot be reached fails before anything
+    listens, as one :class:`~datafn.errors.StoreError`
+    (``cannot connect to postgresql+psycopg://app:***@db:5432/app: connection refused``).
+    ``ready()`` is called once they are open, right before uvicorn starts.
+    """
+    datafn = server.datafn
+
+    async def main() -> None:
+        if datafn is not None:
+            try:
+                await datafn.open()
+            except DatafnError:
+                raise
+            except Exception as exc:
+                raise StoreError(_cannot_open(datafn, exc)) from exc
+        try:
+            ready()
+            await server.serve()
+        finally:
+            if datafn is not None:  # the lifespan closed it already, unless uvicorn never started
+                await datafn.aclose()
+
+    get_loop_factory = getattr(server.config, "get_loop_factory", None)
+    if get_loop_factory is None:  # uvicorn before 0.36
+        server.config.setup_event_loop()
+        asyncio.run(main())
+        return
+    with asyncio.Runner(loop_factory=get_loop_factory()) as runner:
+        runner.run(main())
+
+
+def _cannot_open(datafn: DatafnServer, exc: BaseException) -> str:
+    """One line: what could not be opened (password masked) and the driver's reason."""
+    url = getattr(datafn.store, "url", None)
+    if not isinstance(url, str):
+        url = datafn.settings.database
+    cause: BaseException = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's
+    lines = str(cause).strip().splitlines()
+    reason = lines[0] if lines else type(cause).__name__
+    reason = re.sub(r"^\([\w.]+\)\s*", "", reason)  # "(psycopg.OperationalError) …"
+    if "failed: " in reason:  # "connection … port 5433 failed: Connection refused"
+        reason = reason.rsplit("failed: ", 1)[1]
+    reason = reason[:1].lower() + reason[1:]
+    verb = "open" if backend_name(url) in ("sqlite", "memory") else "connect to"
+    return f"cannot {verb} {mask_url(url)}: {reason}"

@@ -141,3 +141,23 @@ def test_the_sync_command_mirrors_foreign_writes_without_a_websocket(tmp_path: P
         finally:
             process.terminate()
             process.wait(30)
+
+
+def test_sync_uses_the_store_next_to_the_pyproject_and_says_where(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "server", SCHEMA) as server:
+        project = tmp_path / "project"
+        (project / "scripts").mkdir(parents=True)
+        (project / "schema.json").write_text(json.dumps(SCHEMA))
+        (project / "pyproject.toml").write_text(
+            '[tool.datafn]\nschema = "schema.json"\nstore = "sqlite:///mirror.db"\n'
+            f'[tool.datafn.sync]\nremote = "{server.remote}"\n'
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFN_")}
+        result = subprocess.run(
+            [sys.executable, "-m", "datafn", "sync", "--once"],
+            capture_output=True, text=True, env=env, cwd=project / "scripts", timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert f"into SQLite file {project / 'mirror.db'}" in result.stderr
+        assert (project / "mirror.db").exists()
+        assert not (project / "scripts" / "mirror.db").exists()

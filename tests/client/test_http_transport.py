@@ -194,3 +194,38 @@ async def test_over_the_network_stack() -> None:
         finally:
             await transport.aclose()
     assert route.calls.last.request.headers["authorization"] == "Bearer s3cret"
+
+
+async def test_a_404_names_the_url_called_and_the_base_path_expected(tmp_path: Any) -> None:
+    from datafn import NotFound, Runtime
+    from datafn.protocol import PullResult, parse_envelope
+    from datafn.server import create_app
+
+    (tmp_path / "pyproject.toml").write_text("[tool.datafn]\n")
+    runtime = Runtime.boot(pyproject=tmp_path / "pyproject.toml", use_env=False)
+    schema = {"resources": [{"name": "todos", "fields": [{"name": "title", "type": "string"}]}]}
+    app = create_app(runtime, schema=schema, store="memory://")
+    # the remote without its base path: http://host:port instead of http://host:port/datafn
+    transport = HttpTransport("http://127.0.0.1:8790", transport=httpx.ASGITransport(app))
+    body = await transport.request("pull", {"clientId": "c", "cursors": {}})
+    with pytest.raises(NotFound) as info:
+        parse_envelope(body, PullResult)
+    assert info.value.message == (
+        "no such route: POST http://127.0.0.1:8790/pull; the server's DataFn routes are under "
+        "/datafn, so the remote should be http://127.0.0.1:8790/datafn"
+    )
+    await transport.aclose()
+
+
+async def test_a_404_without_an_envelope_names_the_url_called() -> None:
+    def html(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, text="<h1>Not Found</h1>")
+
+    def other_json(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    for handler in (html, other_json):
+        with pytest.raises(TransportError) as info:
+            await answering(handler).request("pull", {})
+        assert f"{REMOTE}/pull" in str(info.value)
+        assert "base path" in str(info.value)

@@ -127,3 +127,57 @@ def test_help_works_with_a_broken_configuration(
 @pytest.mark.parametrize("args", [["nope"], ["plugins", "--bad-flag"]])
 def test_usage_errors_exit_2(project: Path, args: list[str]) -> None:
     assert run(*args, cwd=project).returncode == 2
+
+
+def test_plugins_still_lists_plugins_when_a_plugin_setting_is_invalid(
+    project: Path, write_pyproject: WritePyproject
+) -> None:
+    write_pyproject(project, '[tool.datafn.template]\ndeny-phases = "seed"\n')
+    result = run("plugins", "--json", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "template" in {p["name"] for p in json.loads(result.stdout)}
+    assert "tool.datafn.template.deny-phases: expected a list of strings" in result.stderr
+    table = run("plugins", cwd=project)
+    assert table.returncode == 0 and "template" in table.stdout
+    assert "tool.datafn.template.deny-phases" in table.stderr
+    # the commands plugins add are still there, and report the error when run
+    serve = run("serve", cwd=project)
+    assert serve.returncode == 1
+    assert serve.stderr.startswith("Error: tool.datafn.template.deny-phases: expected")
+
+
+def test_config_shows_absolute_locations_and_the_schema(
+    project: Path, write_pyproject: WritePyproject
+) -> None:
+    app = project / "app"
+    app.mkdir()
+    write_pyproject(
+        app,
+        '[tool.datafn]\nschema = "schema.json"\nstore = "sqlite:///notes.db"\n'
+        '[tool.datafn.server]\ndatabase = "sqlite:///notes-server.db"\n',
+    )
+    schema = {"resources": [{"name": "notes", "fields": [{"name": "text", "type": "string"}]}]}
+    (app / "schema.json").write_text(json.dumps(schema))
+    result = run("--config", "app/pyproject.toml", "config", "--json", cwd=project)
+    assert result.returncode == 0, result.stderr
+    rows = {row["key"]: (row["value"], row["source"]) for row in json.loads(result.stdout)}
+    assert rows["schema"] == (str(app / "schema.json"), "pyproject.toml")
+    assert rows["store"] == (f"sqlite:///{app}/notes.db", "pyproject.toml")
+    assert rows["server.database"] == (f"sqlite:///{app}/notes-server.db", "pyproject.toml")
+    table = run("--config", "app/pyproject.toml", "config", cwd=project)
+    assert "schema" in table.stdout and str(app / "pyproject.toml") in table.stdout
+
+
+def test_invalid_toml_is_reported_with_file_line_and_column(
+    project: Path, write_pyproject: WritePyproject
+) -> None:
+    write_pyproject(project, "[tool.datafn.sync]\npush-batch-size = 10\n")
+    app = project / "app"
+    app.mkdir()
+    (app / "pyproject.toml").write_text("[tool.datafn]\nhook-timeout 5\n")
+    result = run("config", cwd=app)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"Error: {app / 'pyproject.toml'}:2:14: invalid TOML at line 2, column 14: "
+        "Expected '=' after a key in a key/value pair"
+    )

@@ -155,7 +155,7 @@ def test_schema_value_is_kept_aside_with_its_source(
 ) -> None:
     write_pyproject(project, '[tool.datafn]\nschema = "schema.json"\n')
     config = load_config()
-    assert config.schema_source == "schema.json"
+    assert config.schema_source == str(project / "schema.json")  # next to pyproject.toml
     assert config.source_of("schema") == "pyproject.toml"
 
 

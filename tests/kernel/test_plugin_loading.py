@@ -58,7 +58,7 @@ def test_block_by_environment(project: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_allow_list_keeps_builtins_and_drops_other_third_party_plugins(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DATAFN_PLUGINS", "something-else")
+    monkeypatch.setenv("DATAFN_PLUGINS", "eventlog")  # a built-in: no third-party plugin
     loaded = names(Runtime.boot())
     assert "eventlog" in loaded
     assert "template" not in loaded
@@ -167,3 +167,38 @@ def test_hyphenated_section_names_read_their_table(
         ConfigError, match=r"^tool\.datafn\.my-plugin\.max-items: expected an integer"
     ):
         Runtime.boot(plugins=[Declares()])
+
+
+def test_a_misspelt_allowed_plugin_is_an_error_with_a_suggestion(
+    project: Path, write_pyproject: WritePyproject
+) -> None:
+    write_pyproject(project, '[tool.datafn]\nplugins = ["gaurd"]\n')
+    with pytest.raises(ConfigError) as info:
+        Runtime.boot()
+    assert str(info.value) == (
+        "tool.datafn.plugins: no installed plugin is named 'gaurd'; did you mean 'guard'?"
+    )
+    write_pyproject(project, '[tool.datafn]\nplugins = ["datafn-guard"]\n')
+    with pytest.raises(ConfigError, match="'datafn-guard' is a distribution, its plugins are"):
+        Runtime.boot()
+
+
+def test_a_misspelt_disabled_plugin_is_an_error_an_absent_one_a_warning(
+    project: Path,
+    write_pyproject: WritePyproject,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # a typo would leave the plugin meant running: an error
+    monkeypatch.setenv("DATAFN_DISABLE_PLUGINS", "websocket")
+    with pytest.raises(ConfigError) as info:
+        Runtime.boot()
+    assert str(info.value) == (
+        "DATAFN_DISABLE_PLUGINS: no installed plugin is named 'websocket'; "
+        "did you mean 'websockets'?"
+    )
+    # a plugin this environment does not install: nothing to disable, said in the log
+    monkeypatch.setenv("DATAFN_DISABLE_PLUGINS", "zzzzzz-not-here")
+    with caplog.at_level("WARNING", logger="datafn.plugin"):
+        Runtime.boot()
+    assert "DATAFN_DISABLE_PLUGINS: no installed plugin is named 'zzzzzz-not-here'" in caplog.text

@@ -4,7 +4,7 @@
 
     [tool.datafn.audit]
     sink = "file"                  # "logger" (default), "file", or "package.module:function"
-    path = "logs/datafn-audit.jsonl"   # file sink; relative to the pyproject.toml folder
+    path = "logs/datafn-audit.jsonl"   # file sink; relative to the pyproject.toml's folder
     max-bytes = 10_485_760         # rotate when the file reaches this size (0: never)
     backup-count = 5               # rotated files kept: datafn-audit.jsonl.1 … .5
     sides = ["client", "server"]   # which side's operations to record
@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from datafn.config import Section
+from datafn.config import PathSetting, Section
 
 __all__ = ["AuditSettings"]
 
@@ -31,7 +31,11 @@ class AuditSettings(Section):
         "logger",
         description="'logger', 'file', or the import path of a function taking the record",
     )
-    path: str = Field("datafn-audit.jsonl", description="file sink: relative to pyproject.toml")
+    path: PathSetting = Field(
+        "datafn-audit.jsonl",
+        description="file sink; relative: to the pyproject.toml's folder (from the environment "
+        "or a keyword argument: to the working directory)",
+    )
     max_bytes: int = Field(10 * 1024 * 1024, ge=0, description="rotate at this size; 0: never")
     backup_count: int = Field(5, ge=0, le=1000, description="rotated files kept")
     logger: str = Field("datafn.audit", description="logger sink: the logger's name")
