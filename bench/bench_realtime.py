@@ -156,7 +156,11 @@ def cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-async def propagation(remote: str, pid: int, sockets: int, writes: int) -> dict[str, Any]:
+async def propagation(
+    remote: str, pid: int, sockets: int, writes: int, automatic: bool = False
+) -> dict[str, Any]:
+    """With ``automatic``, the writer runs with the default settings and its engine started:
+    its after-write trigger pushes (no explicit push), as an application's writes go."""
     url = remote.replace("http://", "ws://") + "/ws"
     full = min(5, sockets)
     end_to_end: list[float] = []
@@ -168,6 +172,8 @@ async def propagation(remote: str, pid: int, sockets: int, writes: int) -> dict[
         contextlib.AsyncExitStack() as stack,
     ):
         await writer.sync.clone()
+        if automatic:
+            await writer.sync.start()
         readers = [full_client(remote, f"reader-{i}", ws=True) for i in range(full)]
         arrivals: list[dict[str, float]] = [{} for _ in readers]
         for reader, seen in zip(readers, arrivals, strict=True):
@@ -202,17 +208,20 @@ async def propagation(remote: str, pid: int, sockets: int, writes: int) -> dict[
         cpu_before = [cpu_seconds(process) for process in watched]
         try:
             for n in range(writes):
-                record_id = f"todos:{sockets}-{n}"
+                record_id = f"todos:{'auto-' if automatic else ''}{sockets}-{n}"
                 expected.append(record_id)
                 started = now()
                 await writer.table("todos").insert({"id": record_id, "title": f"write {n}"})
-                report = await writer.sync.push()
-                started_at[report.cursor] = started
+                cursor: int | None = None
+                if not automatic:
+                    report = await writer.sync.push()
+                    cursor = report.cursor
+                    started_at[cursor] = started
                 with anyio.move_on_after(10):
                     while not all(record_id in seen for seen in arrivals):
                         await PROGRESS.wait()
-                    if bare is not None:
-                        await bare.until(report.cursor)
+                    if bare is not None and cursor is not None:
+                        await bare.until(cursor)
                 end_to_end += [seen[record_id] - started for seen in arrivals if record_id in seen]
             cpu = [cpu_seconds(p) - before for p, before in zip(watched, cpu_before, strict=True)]
             if bare is not None:
@@ -222,6 +231,7 @@ async def propagation(remote: str, pid: int, sockets: int, writes: int) -> dict[
         finally:
             for reader in readers:
                 await reader.sync.stop()
+            await writer.sync.stop()
     return {
         "sockets": sockets,
         "end_to_end": end_to_end,
@@ -291,6 +301,16 @@ def main() -> None:
                 cpu = " / ".join(f"{seconds * 1000:4.1f}" for seconds in result["cpu_per_write"])
                 print(f"{n:>8} | {ms(result['end_to_end']):>27} | {fan:>27} | {cpu:>18}")
             assert server.process is not None
+            # an application's writes: default settings, the after-write trigger pushes
+            for n in (2, 6):
+                result = anyio.run(
+                    propagation, server.remote, server.process.pid, n - 1, args.writes, True
+                )
+                cpu = " / ".join(f"{seconds * 1000:4.1f}" for seconds in result["cpu_per_write"])
+                print(
+                    f"{n:>8} | {ms(result['end_to_end']):>27} | "
+                    f"{'(defaults: no explicit push)':>27} | {cpu:>18}"
+                )
             held, per_socket = anyio.run(idle_sockets, server.remote, server.process.pid, args.idle)
         print(f"idle sockets held by one server process: {held}, {per_socket:.1f} KB each (RSS)")
     sys.stdout.flush()
