@@ -233,9 +233,17 @@ class MemoryClientStore(ClientStore):
     async def states(self, resources: Sequence[str]) -> dict[str, ResourceState]:
         return {r: copy.copy(self._state(r)) for r in resources}
 
-    def _rebase(self, resource: str, ids: set[str] | None, *, server: bool) -> None:
+    def _rebase(
+        self,
+        resource: str,
+        ids: set[str] | None,
+        *,
+        server: bool,
+        guessed: frozenset[str] | set[str] = frozenset(),
+    ) -> None:
         """Apply the queued entries of these records (None: of the resource) on top again.
-        With ``server``, the records hold server data now: it becomes their base."""
+        With ``server``, the records hold server data now: it becomes their base — except for
+        the ``guessed`` ones (a merge applied to a local view whose base was not known)."""
         table = self._table(resource)
         first: set[str] = set()
         for entry in list(self._changelog.values()):
@@ -243,7 +251,8 @@ class MemoryClientStore(ClientStore):
                 continue
             if server and entry.record_id not in first:
                 first.add(entry.record_id)
-                self._base[entry.seq] = copy.deepcopy(table.get(entry.record_id))
+                if entry.record_id not in guessed:
+                    self._base[entry.seq] = copy.deepcopy(table.get(entry.record_id))
             after = apply_operation(
                 table.get(entry.record_id), entry.operation, entry.record_id, entry.record
             )
@@ -252,18 +261,20 @@ class MemoryClientStore(ClientStore):
             else:
                 table[entry.record_id] = after
 
-    def _server_record(self, resource: str, record_id: str) -> dict[str, Any] | None:
-        """The record as the server last had it: its base when it has queued writes (and the
-        base is known), else the local record."""
+    def _server_record(self, resource: str, record_id: str) -> tuple[dict[str, Any] | None, bool]:
+        """The record as the server last had it — its base when it has queued writes, else
+        the local record — and whether that is known (False: queued writes whose base is not
+        known; the local record is the best guess)."""
         queued = self._queued_of(resource, record_id)
         if queued and queued[0].seq in self._base:
-            return copy.deepcopy(self._base[queued[0].seq])
-        return self._table(resource).get(record_id)
+            return copy.deepcopy(self._base[queued[0].seq]), True
+        return self._table(resource).get(record_id), not queued
 
     async def apply_pull(self, page: PullPage) -> None:
         for resource in (*page.records, *page.merged, *page.deleted, *page.cursors):
             self._table(resource)  # unknown resources: nothing is applied
         touched: dict[str, set[str]] = {}
+        guessed: dict[str, set[str]] = {}
         for resource, records in page.records.items():
             table = self._table(resource)
             for record in records:
@@ -272,7 +283,9 @@ class MemoryClientStore(ClientStore):
         for resource, deltas in page.merged.items():
             table = self._table(resource)
             for delta in deltas:
-                base = self._server_record(resource, delta["id"])
+                base, known = self._server_record(resource, delta["id"])
+                if not known:
+                    guessed.setdefault(resource, set()).add(delta["id"])
                 table[delta["id"]] = apply_operation(base, "merge", delta["id"], delta) or {}
                 touched.setdefault(resource, set()).add(delta["id"])
         for resource, ids in page.deleted.items():
@@ -284,7 +297,7 @@ class MemoryClientStore(ClientStore):
             state = self._state(resource)
             state.cursor = max(state.cursor, cursor)
         for resource, touched_ids in touched.items():
-            self._rebase(resource, touched_ids, server=True)
+            self._rebase(resource, touched_ids, server=True, guessed=guessed.get(resource, set()))
 
     async def apply_clone_page(
         self,

@@ -574,6 +574,10 @@ async def _before_send(engine: SyncEngine, resources: Sequence[str]) -> None:
         # records must come from a clone: cloneUp would upload them a second time.
         for resource, state in (await store.states(fresh)).items():
             if state.hydration == "notStarted":
+                # records no queued write accounts for (an import, an older version) would
+                # be cleared by that clone: they go up first, as cloneUp sends them
+                if (await store.unsynced_records(resource, None, 1))[0]:
+                    await _clone_up_resource(engine, resource, CloneUpReport())
                 await store.reset_hydration(resource)
             engine._started.add(resource)
     if await store.get_meta(OWN_WRITES_UNPULLED) != "1":
@@ -589,11 +593,17 @@ class _Refused(Exception):
         self.error = error
 
 
+#: Refusals of a write on its own that never make it a dead letter: the server also answers
+#: them to requests that are too many or too slow (rate limit, read timeout), not only to
+#: content it cannot take, so the write stays queued and is sent again later.
+_NOT_FINAL = frozenset({"LIMIT_EXCEEDED"})
+
+
 def _refuses_content(error: DatafnError) -> bool:
     """Whether a refusal is about what the writes hold (so one of them is at fault)."""
     if isinstance(error, SyncVetoed):
-        return error.veto is not None and error.veto.code in _CONTENT_CODES
-    return isinstance(error, ProtocolError) and error.code in _CONTENT_CODES
+        return error.veto is not None and error.veto.code in _CONTENT_CODES - _NOT_FINAL
+    return isinstance(error, ProtocolError) and error.code in _CONTENT_CODES - _NOT_FINAL
 
 
 async def _push_batch(engine: SyncEngine, report: PushReport) -> bool:
@@ -628,8 +638,10 @@ async def _push_entries(
     except SyncVetoed as exc:
         raise _Refused(exc) from exc
     except ProtocolError as exc:
-        if not isinstance(exc, TransportError) and exc.code != "INTERNAL":
-            await engine.set_in_doubt(False)  # an answer came: the server applied nothing
+        if not isinstance(exc, TransportError):
+            # an error envelope came: the server committed nothing of this request (a store
+            # failure rolls the whole push back)
+            await engine.set_in_doubt(False)
         if exc.code in _CONTENT_CODES:
             raise _Refused(exc) from exc
         await engine.store.record_attempt([e.seq for e in entries], _describe_error(exc))
@@ -670,14 +682,28 @@ async def _isolate(
             try:
                 await _push_entries(engine, report, [entry])
             except _Refused as alone:
+                if _not_final(alone.error):
+                    raise alone.error from None  # throttled or slow: sent again later
                 refused.append((entry, alone.error))
             else:
                 passed = True
-    dead = [(e, err) for e, err in refused if passed or _refuses_content(err)]
+    # a policy's veto of a write alone, when others passed alone, is about that write; a
+    # server's refusal only when it is about the write's content
+    dead = [
+        (e, err)
+        for e, err in refused
+        if _refuses_content(err) or (passed and isinstance(err, SyncVetoed))
+    ]
     for entry, reason in dead:
         await _dead_letter(engine, report, entry, reason)
     if not dead and not passed:
         raise error
+
+
+def _not_final(error: DatafnError) -> bool:
+    if isinstance(error, SyncVetoed):
+        return error.veto is not None and error.veto.code in _NOT_FINAL
+    return isinstance(error, ProtocolError) and error.code in _NOT_FINAL
 
 
 async def _dead_letter(

@@ -87,7 +87,7 @@ PHASES = ("seed", "clone", "pull", "push", "clone_up", "reconcile")
 
 #: Codes worth retrying: the server or the network may do better a moment later.
 _TRANSIENT_CODES = frozenset(
-    {"TRANSPORT_ERROR", "SERVICE_UNAVAILABLE", "INTERNAL", "MUTATION_FAILED"}
+    {"TRANSPORT_ERROR", "SERVICE_UNAVAILABLE", "INTERNAL", "MUTATION_FAILED", "LIMIT_EXCEEDED"}
 )
 
 #: Store metadata set before a push is sent and cleared once its answer has been applied: while
@@ -583,11 +583,11 @@ class SyncEngine:
         """
         async with self._lock:
             queued = {e.mutation_id: e for e in await self.store.changelog()}
-            entry = queued.get(mutation_id)
-            if entry is not None and entry.attempts and await self.in_doubt():
+            if mutation_id in queued and await self.in_doubt():
+                # the push whose answer never came may have held this write
                 raise Conflict(
-                    f"write {mutation_id!r} was sent and its outcome is not known yet; "
-                    "push (or sync) first, then discard it if it is still queued",
+                    f"write {mutation_id!r} may have been sent by a push whose outcome is not "
+                    "known yet; push (or sync) first, then discard it if it is still queued",
                     path="mutationId",
                 )
             removed, unknown = await self.store.discard(mutation_id)

@@ -253,8 +253,11 @@ def datafn_sync_loop(engine: Any) -> Any:
     :param engine: the client's sync engine.
     :return: any non-None value once the loop has ended (it runs until cancelled).
 
-    Called by ``client.sync.start()`` inside the engine's task group. Failure policy:
-    propagates.
+    Called by ``client.sync.start()`` inside the engine's task group; ``start()`` returns
+    once ``engine.start_lifecycle()`` (the first round) has ended, so an implementation calls
+    it first (or ends, or raises). Failure policy: the engine reports a failure
+    (``last_error``, ``sync_failed`` with phase ``loop``) and calls the hook again after a
+    growing delay.
     """
 
 

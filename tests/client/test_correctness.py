@@ -14,12 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
-from datafn import Client, SchemaMismatch, TransportError, Veto, hookimpl
+from datafn import (
+    Client,
+    Conflict,
+    ProtocolError,
+    SchemaMismatch,
+    TransportError,
+    Veto,
+    hookimpl,
+)
 from datafn.events import Event
 from tests.client.conftest import SCHEMA, hosted
-from tests.client.real_server import Server, serving
+from tests.client.real_server import Network, Server, serving
 
 REMOTE = "http://datafn.test/datafn"
 
@@ -337,3 +346,137 @@ async def test_a_client_that_requires_a_field_the_server_lacks_syncs_nothing(
         with pytest.raises(SchemaMismatch, match=r"todos\.owner"):
             await new.sync.sync_all()
         assert await new.table("todos").count() == 0
+
+
+# -- refusals that are not about a write ----------------------------------------------------
+
+
+class Throttled(Network):
+    """Answers the next ``n`` pushes with the server's rate-limit envelope (429)."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        self.n = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/push") and self.n > 0:
+            self.n -= 1
+            error = {"code": "LIMIT_EXCEEDED", "message": "too many requests", "details": {}}
+            body = orjson.dumps({"ok": False, "error": error})
+            return httpx.Response(429, content=body, headers={"content-type": "application/json"})
+        return await super().handle_async_request(request)
+
+
+@pytest.mark.parametrize("throttled", [1, 2, 4])
+async def test_a_throttled_push_never_turns_writes_into_dead_letters(
+    server: Server, throttled: int
+) -> None:
+    network = server.network = Throttled(server.app)
+    async with hosted(server.client("a", push_max_retries=0)) as a:
+        await a.sync.clone()
+        for i in range(3):
+            await a.table("todos").insert({"id": f"t{i}", "title": str(i)})
+        network.n = throttled  # the batch, then some of the writes alone
+        for _ in range(throttled + 1):  # pushes fail while throttled, then go through
+            with contextlib.suppress(ProtocolError):
+                await a.sync.push()
+            assert await a.store.dead_letters() == []
+        assert network.n == 0
+        for i in range(3):
+            assert await server.record(f"t{i}") is not None
+        assert await a.sync.pending() == []
+
+
+class Poison(Network):
+    """The server fails with INTERNAL (500) on any push holding the record ``bad``."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/push") and any(
+            m.get("id") == "bad" for m in orjson.loads(request.read())["mutations"]
+        ):
+            error = {"code": "INTERNAL", "message": "boom", "details": {}}
+            body = orjson.dumps({"ok": False, "error": error})
+            return httpx.Response(500, content=body, headers={"content-type": "application/json"})
+        return await super().handle_async_request(request)
+
+
+async def test_a_push_the_server_fails_every_time_never_stops_pulls(server: Server) -> None:
+    server.network = Poison(server.app)
+    async with (
+        hosted(server.client("a", push_max_retries=0)) as a,
+        hosted(server.client("b")) as b,
+    ):
+        await a.sync.clone()
+        await b.sync.clone()
+        await a.table("todos").insert({"id": "bad", "title": "x"})
+        with pytest.raises(ProtocolError):
+            await a.sync.push()
+        await b.table("todos").insert({"id": "other", "title": "from b"})
+        await b.sync.push()
+        await a.sync.pull()  # an error answer means nothing was applied: not in doubt
+        assert await a.table("todos").get("other") is not None
+        (stuck,) = await a.sync.pending()
+        assert stuck.attempts == 1 and "INTERNAL" in (stuck.last_error or "")
+        await a.sync.discard(stuck.mutation_id)  # the way out
+        await a.sync.push()
+        assert await a.table("todos").get("bad") is None and await server.record("bad") is None
+
+
+async def test_discard_waits_until_a_push_in_doubt_is_settled(server: Server) -> None:
+    async with hosted(server.client("a", push_max_retries=0)) as a:
+        await a.sync.clone()
+        await a.table("todos").insert({"id": "t1", "title": "sent"})
+        server.network.lose_answer("a", "push")
+        with pytest.raises(TransportError):
+            await a.sync.push()  # the server applied it
+        (entry,) = await a.sync.pending()
+        with pytest.raises(Conflict):
+            await a.sync.discard(entry.mutation_id)
+        await a.sync.push()  # the replay settles it: applied
+        assert await a.sync.pending() == []
+        assert await a.table("todos").get("t1") == await server.record("t1")
+
+
+async def test_an_older_files_queued_write_takes_no_guessed_base(
+    server: Server, store_url: str, tmp_path: Path
+) -> None:
+    """A write queued by a store that kept no bases: a merge pulled for its record is applied
+    to the local view (the only guess), which must not become the record's base."""
+    if not store_url.startswith("sqlite"):
+        pytest.skip("an SQLite file of the layout before bases")
+    import sqlite3
+
+    async with hosted(server.client("a")) as a, hosted(server.client("b")) as b:
+        await b.sync.clone()
+        await b.table("todos").insert({"id": "x", "title": "orig", "done": False})
+        await b.sync.push()
+        await a.sync.clone()
+        await a.table("todos").merge({"id": "x", "title": "mine"}, guard={"done": False})
+        db = sqlite3.connect(tmp_path / "a.db")
+        try:
+            db.execute("UPDATE _datafn_changelog SET base = NULL, base_known = 0")
+            db.commit()
+        finally:
+            db.close()
+        await b.sync.pull()
+        await b.table("todos").merge({"id": "x", "done": True})
+        await b.sync.push()
+        await a.sync.pull()
+        report = await a.sync.push()  # the guard fails now
+        assert [r.error.code for r in report.rejected] == ["CONFLICT"]
+        await a.sync.sync_all()
+        assert await a.table("todos").get("x") == await server.record("x")
+        assert (await server.record("x"))["title"] == "orig"
+
+
+async def test_records_put_into_the_store_go_up_before_a_first_push_marks_them_for_a_clone(
+    server: Server,
+) -> None:
+    async with hosted(server.client("x")) as x:
+        await x.table("todos").insert({"id": "imported", "title": "from an import"})
+        await x.store.acknowledge([e.seq for e in await x.store.changelog()])  # no queued write
+        await x.table("todos").insert({"id": "t1", "title": "written"})
+        await x.sync.push()  # before any sync: the resource is marked for a clone
+        await x.sync.sync_all()
+        assert await x.table("todos").get("imported") == await server.record("imported")
+        assert await server.record("imported") is not None

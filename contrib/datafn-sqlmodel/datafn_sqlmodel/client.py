@@ -645,9 +645,11 @@ class SqliteClientStore(ClientStore):
         ids: Iterable[str] | None,
         *,
         server: bool = True,
+        guessed: frozenset[str] | set[str] = frozenset(),
     ) -> None:
         """Apply the queued entries of these records (None: of the resource) on top again.
-        With ``server``, the records hold server data now: it becomes their base."""
+        With ``server``, the records hold server data now: it becomes their base — except for
+        the ``guessed`` ones (a merge applied to a local view whose base was not known)."""
         if (
             db.execute(
                 f"SELECT 1 FROM {CHANGELOG} WHERE resource = ? AND state = 'queued' LIMIT 1",
@@ -676,7 +678,8 @@ class SqliteClientStore(ClientStore):
             current = self._fetch(db, table, entry.record_id)
             if server and entry.record_id not in first:
                 first.add(entry.record_id)
-                self._set_base(db, entry.seq, True, current)
+                if entry.record_id not in guessed:
+                    self._set_base(db, entry.seq, True, current)
             after = apply_operation(current, entry.operation, entry.record_id, entry.record)
             if after is None:
                 db.execute(table.delete_one, (entry.record_id,))
@@ -685,23 +688,25 @@ class SqliteClientStore(ClientStore):
 
     def _server_record(
         self, db: sqlite3.Connection, table: _Table, record_id: str
-    ) -> dict[str, Any] | None:
-        """The record as the server last had it: the base when it has queued writes (and the
-        base is known), else the local record."""
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """The record as the server last had it — the base when it has queued writes, else
+        the local record — and whether that is known (False: queued writes whose base an
+        older version of the store did not keep; the local record is the best guess)."""
         row = db.execute(
             f"SELECT base, base_known FROM {CHANGELOG} WHERE resource = ? AND record_id = ?"
             " AND state = 'queued' ORDER BY seq LIMIT 1",
             (table.name, record_id),
         ).fetchone()
         if row is not None and row[1]:
-            return orjson.loads(row[0]) if row[0] is not None else None
-        return self._fetch(db, table, record_id)
+            return (orjson.loads(row[0]) if row[0] is not None else None), True
+        return self._fetch(db, table, record_id), row is None
 
     async def apply_pull(self, page: PullPage) -> None:
         self._check([*page.records, *page.merged, *page.deleted, *page.cursors])
 
         def run(db: sqlite3.Connection) -> None:
             touched: dict[str, set[str]] = {}
+            guessed: dict[str, set[str]] = {}
             for resource, records in page.records.items():
                 table = self._table(resource)
                 if records:
@@ -710,7 +715,9 @@ class SqliteClientStore(ClientStore):
             for resource, deltas in page.merged.items():
                 table = self._table(resource)
                 for delta in deltas:
-                    current = self._server_record(db, table, delta["id"])
+                    current, known = self._server_record(db, table, delta["id"])
+                    if not known:
+                        guessed.setdefault(resource, set()).add(delta["id"])
                     after = apply_operation(current, "merge", delta["id"], delta)
                     assert after is not None
                     db.execute(table.upsert, table.row(after))
@@ -725,7 +732,7 @@ class SqliteClientStore(ClientStore):
                 state.cursor = max(state.cursor, cursor)
                 self._save_state(db, state)
             for resource, touched_ids in touched.items():
-                self._rebase(db, resource, touched_ids)
+                self._rebase(db, resource, touched_ids, guessed=guessed.get(resource, set()))
 
         await self._run(run, write=True)
 
