@@ -32,6 +32,7 @@ from typing import Any
 __all__ = [
     "ERROR_CODES",
     "RETRYABLE_CODES",
+    "VALIDATION_CODES",
     "ConfigError",
     "Conflict",
     "DatafnError",
@@ -53,8 +54,8 @@ __all__ = [
     "error_from_envelope",
 ]
 
-#: Every error code of the wire protocol.
-ERROR_CODES = frozenset(
+#: The codes of :class:`ValidationFailed`: a request (or a mutation) refused for what it holds.
+VALIDATION_CODES = frozenset(
     {
         "DFQL_INVALID",
         "DFQL_UNKNOWN_RESOURCE",
@@ -62,16 +63,20 @@ ERROR_CODES = frozenset(
         "DFQL_UNSUPPORTED",
         "SCHEMA_INVALID",
         "LIMIT_EXCEEDED",
-        "FORBIDDEN",
-        "NOT_FOUND",
-        "CONFLICT",
-        "INTERNAL",
-        "MUTATION_FAILED",
-        "NAMESPACE_INVALID",
-        "SERVICE_UNAVAILABLE",
-        "TRANSPORT_ERROR",
     }
 )
+
+#: Every error code of the wire protocol.
+ERROR_CODES = VALIDATION_CODES | {
+    "FORBIDDEN",
+    "NOT_FOUND",
+    "CONFLICT",
+    "INTERNAL",
+    "MUTATION_FAILED",
+    "NAMESPACE_INVALID",
+    "SERVICE_UNAVAILABLE",
+    "TRANSPORT_ERROR",
+}
 
 #: Codes a push reports with ``retryable: true``.
 RETRYABLE_CODES = frozenset({"INTERNAL", "MUTATION_FAILED", "FORBIDDEN", "NOT_FOUND"})

@@ -62,6 +62,7 @@ from datafn.client.reports import (
 )
 from datafn.client.store import ChangelogEntry, PullPage, apply_operation
 from datafn.errors import (
+    VALIDATION_CODES,
     Conflict,
     DatafnError,
     ProtocolError,
@@ -481,22 +482,10 @@ def _describe_error(error: BaseException) -> str:
 #: Codes of a whole push refused for what its mutations hold (not for who sent it, nor for
 #: the server's state): the batch is split to find the write at fault, which becomes a dead
 #: letter instead of blocking every write behind it.
-_CONTENT_CODES = frozenset(
-    {
-        "DFQL_INVALID",
-        "DFQL_UNKNOWN_RESOURCE",
-        "DFQL_UNKNOWN_FIELD",
-        "DFQL_UNSUPPORTED",
-        "SCHEMA_INVALID",
-        "LIMIT_EXCEEDED",
-    }
-)
-
+_CONTENT_CODES = VALIDATION_CODES
 
 #: Refusals that a change of the server's schema would explain.
-_SCHEMA_CODES = frozenset(
-    {"DFQL_INVALID", "DFQL_UNKNOWN_RESOURCE", "DFQL_UNKNOWN_FIELD", "SCHEMA_INVALID"}
-)
+_SCHEMA_CODES = VALIDATION_CODES - {"DFQL_UNSUPPORTED", "LIMIT_EXCEEDED"}
 
 
 async def _settle(
@@ -599,11 +588,16 @@ class _Refused(Exception):
 _NOT_FINAL = frozenset({"LIMIT_EXCEEDED"})
 
 
+def _refusal_code(error: DatafnError) -> str | None:
+    """The code of a refusal: the server's, or the one a policy's veto carries."""
+    if isinstance(error, SyncVetoed):
+        return error.veto.code if error.veto is not None else None
+    return error.code if isinstance(error, ProtocolError) else None
+
+
 def _refuses_content(error: DatafnError) -> bool:
     """Whether a refusal is about what the writes hold (so one of them is at fault)."""
-    if isinstance(error, SyncVetoed):
-        return error.veto is not None and error.veto.code in _CONTENT_CODES - _NOT_FINAL
-    return isinstance(error, ProtocolError) and error.code in _CONTENT_CODES - _NOT_FINAL
+    return _refusal_code(error) in _CONTENT_CODES - _NOT_FINAL
 
 
 async def _push_batch(engine: SyncEngine, report: PushReport) -> bool:
@@ -701,9 +695,7 @@ async def _isolate(
 
 
 def _not_final(error: DatafnError) -> bool:
-    if isinstance(error, SyncVetoed):
-        return error.veto is not None and error.veto.code in _NOT_FINAL
-    return isinstance(error, ProtocolError) and error.code in _NOT_FINAL
+    return _refusal_code(error) in _NOT_FINAL
 
 
 async def _dead_letter(
