@@ -87,6 +87,7 @@ async def _sync(
             "in [tool.datafn.sync]",
             key="tool.datafn.sync.remote",
         )
+    await _check_reachable(remote or obj.runtime().config.sync.remote)
     async with Client(
         schema=schema,
         remote=remote,
@@ -124,6 +125,27 @@ async def _sync(
             f"cursors {status.cursors}; pending changes {status.pending_changes}; "
             f"{'online' if status.online else 'offline'}"
         )
+
+
+async def _check_reachable(remote: str) -> None:
+    """One request to the remote before the local store is opened, so that a server that
+    cannot be reached fails the command without leaving a new store file behind. Any HTTP
+    answer counts as reachable (authentication and the rest are the sync's business)."""
+    import httpx
+
+    from datafn.config import mask_url
+    from datafn.errors import TransportError
+
+    url = remote.rstrip("/") + "/status"
+    try:
+        async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as http:
+            await http.get(url)
+    except httpx.HTTPError as exc:
+        raise TransportError(
+            f"cannot reach {mask_url(url)} ({type(exc).__name__}): is the server running, "
+            "and is the remote URL right?",
+            path="$",
+        ) from None
 
 
 @hookimpl

@@ -109,6 +109,36 @@ def test_sync_without_a_remote_is_one_line_and_leaves_no_file(
     assert sorted(p.name for p in folder.iterdir()) == ["schema.json"]
 
 
+def test_sync_with_the_server_down_is_one_line_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path / "fresh"
+    folder.mkdir()
+    (folder / "schema.json").write_text(json.dumps(SCHEMA), encoding="utf-8")
+    monkeypatch.chdir(folder)
+    for name in [n for n in os.environ if n.startswith("DATAFN_")]:
+        monkeypatch.delenv(name)
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "datafn", "sync", "--schema", "schema.json", "--once"),
+            *("--remote", f"http://127.0.0.1:{port}/datafn", "--store", "sqlite:///mirror.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), lines
+    assert f"cannot reach http://127.0.0.1:{port}/datafn/status" in lines[0]
+    assert sorted(p.name for p in folder.iterdir()) == ["schema.json"]
+
+
 def test_the_sync_command_mirrors_foreign_writes_without_a_websocket(tmp_path: Path) -> None:
     with ServerProcess(tmp_path / "server", SCHEMA) as server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFN_")}
