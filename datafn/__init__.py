@@ -3,38 +3,90 @@
 Apps read and write a local store at local speed, online or not; the sync engine clones,
 pulls, pushes, bulk-uploads (clone_up), reconciles and seeds against a DataFn server.
 Everything beyond the small kernel is a plugin (see :mod:`datafn.plugin`).
+
+``import datafn`` is cheap: each public name is imported from its module the first time it is
+used (``datafn.Client`` imports the client, pydantic and the rest then), so a command-line tool
+that only needs part of the package does not pay for the whole of it at start-up.
 """
 
 from __future__ import annotations
 
-from datafn.client import BlockingClient, Client, Table
-from datafn.config import Config, load_config
-from datafn.context import Identity, RequestContext, SyncContext
-from datafn.errors import (
-    ConfigError,
-    Conflict,
-    DatafnError,
-    Forbidden,
-    HookFailed,
-    MissingPluginError,
-    NotFound,
-    PluginError,
-    ProtocolError,
-    SchemaError,
-    SchemaMismatch,
-    ServiceUnavailable,
-    StoreError,
-    SyncVetoed,
-    TransportError,
-    UnknownBackendError,
-    ValidationFailed,
-    Veto,
-)
-from datafn.events import Event, EventBus, EventContext
-from datafn.plugin import hookimpl
-from datafn.runtime import Runtime
+import importlib
+
+#: ``typing.TYPE_CHECKING`` without importing typing (type checkers treat the name alike)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from datafn.client import BlockingClient, Client, ModelTable, Table
+    from datafn.config import Config, load_config
+    from datafn.context import Identity, RequestContext, SyncContext
+    from datafn.errors import (
+        ConfigError,
+        Conflict,
+        DatafnError,
+        Forbidden,
+        HookFailed,
+        MissingPluginError,
+        NotFound,
+        PluginError,
+        ProtocolError,
+        SchemaError,
+        SchemaMismatch,
+        ServiceUnavailable,
+        StoreError,
+        SyncVetoed,
+        TransportError,
+        UnknownBackendError,
+        ValidationFailed,
+        Veto,
+    )
+    from datafn.events import Event, EventBus, EventContext
+    from datafn.plugin import hookimpl
+    from datafn.runtime import Runtime
 
 __version__ = "0.1.0"
+
+#: Public name → the module it is imported from on first use.
+_EXPORTS = {
+    "BlockingClient": "datafn.client.blocking",
+    "Client": "datafn.client.client",
+    "Table": "datafn.client.client",
+    "ModelTable": "datafn.client.typed",
+    "Config": "datafn.config",
+    "load_config": "datafn.config",
+    "Identity": "datafn.context",
+    "RequestContext": "datafn.context",
+    "SyncContext": "datafn.context",
+    **dict.fromkeys(
+        (
+            "ConfigError",
+            "Conflict",
+            "DatafnError",
+            "Forbidden",
+            "HookFailed",
+            "MissingPluginError",
+            "NotFound",
+            "PluginError",
+            "ProtocolError",
+            "SchemaError",
+            "SchemaMismatch",
+            "ServiceUnavailable",
+            "StoreError",
+            "SyncVetoed",
+            "TransportError",
+            "UnknownBackendError",
+            "ValidationFailed",
+            "Veto",
+        ),
+        "datafn.errors",
+    ),
+    "Event": "datafn.events",
+    "EventBus": "datafn.events",
+    "EventContext": "datafn.events",
+    "hookimpl": "datafn.plugin",
+    "Runtime": "datafn.runtime",
+}
 
 __all__ = [
     "BlockingClient",
@@ -50,6 +102,7 @@ __all__ = [
     "HookFailed",
     "Identity",
     "MissingPluginError",
+    "ModelTable",
     "NotFound",
     "PluginError",
     "ProtocolError",
@@ -70,3 +123,24 @@ __all__ = [
     "hookimpl",
     "load_config",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use (PEP 562), then keep it here."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        # a submodule reached as an attribute (``datafn.errors.X``), as before the
+        # names were lazy: imported now, like ``import datafn.<name>`` would
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+        raise AttributeError(f"module 'datafn' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -10,15 +10,19 @@ Requests go straight to one pooled httpx transport (keep-alive connections), wit
 use: that takes a quarter off the client's time per request. What that layer did that matters
 here is done once, for the one remote: the proxy from the environment (``HTTPS_PROXY``,
 ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) and Basic credentials written in the URL.
+
+Opening a client costs nothing here: httpx is imported and the pooled transport created on the
+first request. Only an ``https://`` remote gets the default TLS context (which loads the
+certificate authorities, the slowest part of creating a transport); the origin of an
+``http://`` remote is never reached over TLS, so its transport gets a context that trusts no
+certificate: were TLS to that origin ever attempted, it would fail rather than go unverified.
 """
 
 from __future__ import annotations
 
 import base64
-import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +32,11 @@ from datafn.config import Config, SettingsRegistry, mask_url
 from datafn.errors import TransportError, ValidationFailed
 from datafn.plugin import hookimpl
 from datafn.registry import Registry
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
 
 __all__ = ["HttpSettings", "HttpTransport", "environment_proxy"]
 
@@ -53,6 +62,8 @@ class HttpSettings(BaseModel):
 def environment_proxy(url: httpx.URL) -> str | None:
     """The proxy the environment names for ``url`` (``<scheme>_proxy``, then ``all_proxy``),
     or None when there is none or ``no_proxy`` covers the host."""
+    import urllib.request
+
     proxies = urllib.request.getproxies()
     proxy = proxies.get(url.scheme) or proxies.get("all")
     if not proxy or urllib.request.proxy_bypass(url.host):
@@ -87,6 +98,16 @@ class HttpTransport(Transport):
             except Exception:
                 section = HttpSettings()
         self.max_response_bytes = max_response_bytes or section.max_response_bytes
+        self._section = section
+        self._extra_headers = dict(headers or {})
+        self._timeout = timeout or 30.0
+        self._transport: httpx.AsyncBaseTransport | None = transport
+        self._ready = False
+
+    def _prepare(self) -> httpx.AsyncBaseTransport:
+        """Headers, timeouts and (unless one was given) the pooled transport, on first use."""
+        import httpx
+
         url = httpx.URL(self.remote)
         self._headers = httpx.Headers(
             {
@@ -98,16 +119,26 @@ class HttpTransport(Transport):
         if url.username or url.password:
             basic = base64.b64encode(f"{url.username}:{url.password}".encode()).decode()
             self._headers["authorization"] = f"Basic {basic}"
-        self._headers.update(section.headers)
-        if section.token:
-            self._headers["authorization"] = f"Bearer {section.token}"
-        self._headers.update(headers or {})
+        self._headers.update(self._section.headers)
+        if self._section.token:
+            self._headers["authorization"] = f"Bearer {self._section.token}"
+        self._headers.update(self._extra_headers)
         self._post_headers = self._headers.copy()
         self._post_headers["content-type"] = "application/json"
-        self._extensions = {"timeout": httpx.Timeout(timeout or 30.0).as_dict()}
-        self._transport = transport or httpx.AsyncHTTPTransport(proxy=environment_proxy(url))
+        self._extensions = {"timeout": httpx.Timeout(self._timeout).as_dict()}
+        if self._transport is None:
+            self._transport = httpx.AsyncHTTPTransport(
+                verify=True if url.scheme == "https" else _trust_nothing(),
+                proxy=environment_proxy(url),
+            )
+        self._ready = True
+        return self._transport
 
     async def request(self, endpoint: str, payload: Any) -> Any:
+        import httpx
+
+        transport = self._transport if self._ready else self._prepare()
+        assert transport is not None
         url = f"{self.remote}/{endpoint}"
         if payload is None:
             request = httpx.Request("GET", url, headers=self._headers, extensions=self._extensions)
@@ -121,7 +152,7 @@ class HttpTransport(Transport):
             )
         status = 0
         try:
-            response = await self._transport.handle_async_request(request)
+            response = await transport.handle_async_request(request)
             status = response.status_code
             try:
                 content = await self._read(response, url)
@@ -157,7 +188,15 @@ class HttpTransport(Transport):
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        if self._transport is not None:
+            await self._transport.aclose()
+
+
+def _trust_nothing() -> ssl.SSLContext:
+    """A TLS context that verifies certificates and host names but trusts no authority."""
+    import ssl
+
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 _NO_ROUTE_HINT = (
@@ -178,6 +217,8 @@ def _not_found(body: Any, method: str, url: str, remote: str) -> Any:
     details = error.get("details")
     base = details.get("basePath") if isinstance(details, dict) else None
     if isinstance(base, str) and base.startswith("/"):
+        import httpx
+
         expected = httpx.URL(remote).copy_with(path=base, query=None, fragment=None)
         message = (
             f"no such route: {method} {url}; the server's DataFn routes are under {base}, "
@@ -189,6 +230,8 @@ def _not_found(body: Any, method: str, url: str, remote: str) -> Any:
 
 
 def _failure(url: str, status: int, exc: httpx.HTTPError) -> TransportError:
+    import httpx
+
     if isinstance(exc, httpx.TimeoutException):
         return TransportError(f"{url} timed out ({type(exc).__name__})")
     if isinstance(exc, httpx.DecodingError):

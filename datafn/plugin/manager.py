@@ -18,7 +18,6 @@ from typing import Any
 
 import anyio
 import pluggy
-from packaging.requirements import InvalidRequirement, Requirement
 
 from datafn.context import SyncContext
 from datafn.errors import (
@@ -149,12 +148,19 @@ class PluginManager:
         allowed = set(allow) if allow is not None else None
         blocked = set(block)
         seen: set[str] = set()
+        # a distribution's METADATA is parsed once, not once per entry point and field
+        metadata: dict[importlib.metadata.Distribution, tuple[str, str]] = {}
         for ep in importlib.metadata.entry_points(group=PROJECT_NAME):
             if ep.name in seen or self.pm.has_plugin(ep.name):
                 continue
             seen.add(ep.name)
             dist = ep.dist
-            dist_name = dist.metadata["Name"] if dist is not None else None
+            dist_name = dist_version = None
+            if dist is not None:
+                if dist not in metadata:
+                    fields = dist.metadata
+                    metadata[dist] = (fields["Name"], fields["Version"])
+                dist_name, dist_version = metadata[dist]
             self.available[ep.name] = dist_name
             builtin = dist_name == BUILTIN_DISTRIBUTION
             reason = None
@@ -177,8 +183,8 @@ class PluginManager:
                     plugin=ep.name,
                 ) from exc
             self.register(plugin, name=ep.name)
-            if dist is not None and dist_name is not None:
-                self._dists[ep.name] = (dist_name, dist.version)
+            if dist_name is not None and dist_version is not None:
+                self._dists[ep.name] = (dist_name, dist_version)
             if builtin:
                 self._builtin.add(ep.name)
         for obj in extra:
@@ -219,6 +225,11 @@ class PluginManager:
             raise PluginError(f"plugin {plugin!r}: {exc}", plugin=plugin) from exc
 
     def require(self, required: Iterable[str]) -> None:
+        required = list(required)
+        if not required:
+            return
+        from packaging.requirements import InvalidRequirement, Requirement
+
         missing: list[str] = []
         installed = {info.name: info for info in self.plugins()}
         dists = {info.distribution: info for info in installed.values() if info.distribution}
