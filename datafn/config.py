@@ -53,11 +53,13 @@ __all__ = [
     "DatafnSettings",
     "LimitsSettings",
     "PathSetting",
+    "RetentionSettings",
     "Section",
     "ServerSettings",
     "SettingsRegistry",
     "StoreUrlSetting",
     "SyncSettings",
+    "WatchdogSettings",
     "WsReconnectSettings",
     "find_pyproject",
     "load_config",
@@ -106,6 +108,39 @@ class WsReconnectSettings(Section):
     jitter: float = Field(0.5, ge=0, description="random extra delay, up to this many seconds")
 
 
+class WatchdogSettings(Section):
+    """``[tool.datafn.sync.watchdog]``: when the sync watchdog calls a sync stuck (docs/client.md,
+    "When sync is stuck"). Durations are seconds of the engine's clock."""
+
+    enabled: bool = True
+    check_interval: float = Field(
+        5.0, gt=0, le=3600, description="seconds between checks while something is watched"
+    )
+    push_after: float = Field(
+        120.0, gt=0, description="writes queued and every push failing for this long: stuck"
+    )
+    pull_after: float = Field(
+        120.0,
+        gt=0,
+        description="every pull failing, or the server saying there is more while the cursors "
+        "stay put, for this long: stuck",
+    )
+    announce_after: float = Field(
+        60.0,
+        gt=0,
+        description="a cursor announced by the real-time channel and not caught up with by a "
+        "finished pull for this long: stuck",
+    )
+    queue_after: float = Field(
+        300.0,
+        gt=0,
+        description="the oldest queued write unchanged for this long while pushes run: stuck",
+    )
+    max_recoveries: int = Field(
+        3, ge=0, le=100, description="recovery attempts per stuck episode (then it only reports)"
+    )
+
+
 class SyncSettings(Section):
     """``[tool.datafn.sync]``: how the client syncs."""
 
@@ -141,6 +176,7 @@ class SyncSettings(Section):
     ws: bool = False
     realtime_channel: str = Field("websockets", description="real-time channel plugin name")
     ws_reconnect: WsReconnectSettings = WsReconnectSettings()
+    watchdog: WatchdogSettings = WatchdogSettings()
     triggers: list[str] | None = Field(None, description="trigger names; unset: all installed")
     seed_file: PathSetting | None = Field(
         None, description="JSON file of records per resource, seeded when the engine starts"
@@ -181,6 +217,38 @@ class LimitsSettings(Section):
     )
 
 
+class RetentionSettings(Section):
+    """``[tool.datafn.server.retention]``: what the server deletes, and when (docs/server.md,
+    "Retention"). Durations are seconds."""
+
+    idempotency_window: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="idempotency records older than this are deleted: a push replayed later "
+        "is applied again as a new write",
+    )
+    change_log_horizon: float = Field(
+        86400.0,
+        ge=0,
+        description="past this age only the latest change of each record is kept",
+    )
+    tombstone_ttl: float = Field(
+        30 * 86400.0,
+        ge=0,
+        description="deletes are kept this long (and at least change-log-horizon); a client "
+        "whose cursor is older gets CURSOR_EXPIRED and clones again",
+    )
+    interval: float = Field(
+        3600.0, ge=0, description="seconds between background retention runs; 0: never"
+    )
+    batch_size: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="rows one retention batch reads (each batch: one short transaction)",
+    )
+
+
 class ServerSettings(Section):
     """``[tool.datafn.server]``: the DataFn server."""
 
@@ -190,6 +258,13 @@ class ServerSettings(Section):
     base_path: str = Field("/datafn", pattern=r"^/[A-Za-z0-9._~/-]*$")
     production: bool = Field(False, description="hide internals in INTERNAL errors")
     notification_bus: str = Field("memory", description="notification bus plugin name")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="server processes of datafn serve on one port (more than 1: PostgreSQL "
+        "and a notification bus shared by the processes)",
+    )
     tokens: dict[str, str] = Field(
         default_factory=dict, description="bearer token → subject (built-in authentication)"
     )
@@ -212,6 +287,12 @@ class ServerSettings(Section):
         '(e.g. ["https://app.example.com"]); empty: same origin only',
     )
     limits: LimitsSettings = LimitsSettings()
+    retention: RetentionSettings = RetentionSettings()
+    conflicts: dict[str, typing.Literal["last-writer-wins", "reject"]] = Field(
+        default_factory=dict,
+        description='conflict policy per resource ("default": the others): "last-writer-wins" '
+        '(applied and reported) or "reject" (refused with CONFLICT); docs/concepts.md',
+    )
 
 
 def _comma_list(value: Any) -> Any:
@@ -726,10 +807,22 @@ def load_config(
     config.settings = _resolve_locations(
         _validate(DatafnSettings, core, config, prefix=()), (), config
     )
-    if isinstance(schema_source, str | Path) and str(schema_source):
-        config.schema_source = _resolved_path(schema_source, config._base_for(("schema",)))
+    config.schema_source = _resolved_schema(schema_source, config._base_for(("schema",)))
     _check_remote(config)
     return config
+
+
+def _resolved_schema(source: Any, base: Path) -> Any:
+    """The ``schema`` setting with its file paths made absolute; import paths
+    (``"myapp.models:Todo,Note"``, also as items of a list) stay as they are: they are imported
+    with the project's folder on ``sys.path`` when the schema loads."""
+    from datafn.models import is_import_path
+
+    if isinstance(source, str | Path) and str(source) and not is_import_path(source):
+        return _resolved_path(source, base)
+    if isinstance(source, list):
+        return [_resolved_schema(item, base) for item in source]
+    return source
 
 
 def _resolve_locations(section: M, prefix: tuple[str, ...], config: Config) -> M:

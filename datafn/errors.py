@@ -16,6 +16,7 @@ Every exception datafn raises derives from :class:`DatafnError`::
     │   ├── NotFound                 NOT_FOUND
     │   ├── Conflict                 CONFLICT
     │   ├── ServiceUnavailable       SERVICE_UNAVAILABLE
+    │   ├── CursorExpired            CURSOR_EXPIRED (a pull cursor older than the change log)
     │   ├── TransportError           TRANSPORT_ERROR (client side: the server could not be reached)
     │   └── SchemaMismatch           the server's schema is incompatible (client side only)
     ├── StoreError                   a local or server store failed
@@ -35,6 +36,7 @@ __all__ = [
     "VALIDATION_CODES",
     "ConfigError",
     "Conflict",
+    "CursorExpired",
     "DatafnError",
     "Forbidden",
     "HookFailed",
@@ -71,6 +73,7 @@ ERROR_CODES = VALIDATION_CODES | {
     "FORBIDDEN",
     "NOT_FOUND",
     "CONFLICT",
+    "CURSOR_EXPIRED",
     "INTERNAL",
     "MUTATION_FAILED",
     "NAMESPACE_INVALID",
@@ -127,7 +130,8 @@ class UnknownBackendError(PluginError):
         self, kind: str, name: str, *, available: list[str], distribution: str | None = None
     ) -> None:
         hint = (
-            f"install the {distribution!r} distribution (pip install {distribution})"
+            f"install the {distribution!r} distribution (it ships with datafn's sources: "
+            f"pip install ./contrib/{distribution} from a checkout)"
             if distribution
             else f"installed: {', '.join(sorted(available)) or 'none'}"
         )
@@ -244,6 +248,16 @@ class ServiceUnavailable(ProtocolError):
     http_status = 503
 
 
+class CursorExpired(ProtocolError):
+    """A pull cursor is older than what the server's change log can still answer correctly: a
+    change it needs was compacted away (a delete older than ``tombstone-ttl``). The client must
+    clone the resources named in ``details["resources"]`` again; a pull from that cursor is
+    refused until it does. Not retryable as it is."""
+
+    code = "CURSOR_EXPIRED"
+    http_status = 410
+
+
 class TransportError(ProtocolError):
     """Client side: the server could not be reached or answered something that is no envelope."""
 
@@ -270,6 +284,7 @@ _BY_CODE: dict[str, type[ProtocolError]] = {
     "FORBIDDEN": Forbidden,
     "NOT_FOUND": NotFound,
     "CONFLICT": Conflict,
+    "CURSOR_EXPIRED": CursorExpired,
     "SERVICE_UNAVAILABLE": ServiceUnavailable,
     "TRANSPORT_ERROR": TransportError,
     "DFQL_INVALID": ValidationFailed,

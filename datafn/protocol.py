@@ -154,8 +154,14 @@ class WireModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     @classmethod
-    def from_wire(cls: type[_M], data: Any, *, path_prefix: str = "") -> _M:
-        """Parse a decoded JSON value; raises only ``ValidationFailed`` (``DFQL_INVALID``)."""
+    def from_wire(
+        cls: type[_M], data: Any, *, path_prefix: str = "", json_checked: bool = False
+    ) -> _M:
+        """Parse a decoded JSON value; raises only ``ValidationFailed`` (``DFQL_INVALID``).
+
+        ``json_checked``: ``data`` is part of a body :func:`check_json_value` already walked
+        (the items of a push), so it is not walked again.
+        """
         if isinstance(data, cls):
             return data
         root = path_prefix or "$"
@@ -163,7 +169,8 @@ class WireModel(BaseModel):
             raise ValidationFailed(
                 f"expected an object, got {_describe(data)}", code="DFQL_INVALID", path=root
             )
-        check_json_value(data, path=path_prefix, max_depth=MAX_BODY_DEPTH)
+        if not json_checked:
+            check_json_value(data, path=path_prefix, max_depth=MAX_BODY_DEPTH)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -226,6 +233,8 @@ class Mutation(WireModel):
     client_id: ClientId
     mutation_id: Identifier
     if_: Record | None = Field(default=None, alias="if")
+    #: the writer had seen every change up to this seq (conflict detection; None: none)
+    base_seq: NonNegativeInt | None = None
 
     @model_validator(mode="after")
     def _check_record(self) -> Mutation:
@@ -295,6 +304,8 @@ class PullResult(WireModel):
     deleted: dict[str, list[str]] = Field(default_factory=dict)
     cursors: dict[str, Cursor]
     has_more: bool = False
+    #: the conflicts the changes of this answer overwrote (datafn servers; docs/protocol.md)
+    conflicts: list[Record] | None = None
 
 
 class PushError(WireModel):
@@ -303,6 +314,7 @@ class PushError(WireModel):
     message: str
     path: str = "$"
     retryable: bool = False
+    details: Record | None = None
 
 
 class PushResult(WireModel):
@@ -312,6 +324,8 @@ class PushResult(WireModel):
     cursor: Cursor
     cursor_before: Cursor
     cursors: dict[str, Cursor]
+    #: the conflicts applied mutations overwrote (datafn servers; docs/protocol.md)
+    conflicts: list[Record] | None = None
 
 
 class ReconcileResult(WireModel):

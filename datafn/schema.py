@@ -497,6 +497,23 @@ class ResourceSpec(_SchemaModel):
     def _by_name(self) -> dict[str, FieldSpec]:
         return {spec.name: spec for spec in self.fields}
 
+    @cached_property
+    def _plain_fields(self) -> dict[str, type]:
+        """Fields whose only rule is their type (string or boolean, no other constraint): a
+        value of exactly that Python type is valid as it is (the fast path of validate_record;
+        any other value goes through the full check and its exact error)."""
+        plain: dict[str, type] = {}
+        for spec in self.fields:
+            if spec.name in FORBIDDEN_KEYS or spec.enum is not None:
+                continue
+            if spec.type == "boolean":
+                plain[spec.name] = bool
+            elif spec.type == "string" and (
+                spec.min_length is None and spec.max_length is None and spec.pattern is None
+            ):
+                plain[spec.name] = str
+        return plain
+
     @property
     def field_names(self) -> list[str]:
         """The field names, in schema order (``id`` is implicit and not listed)."""
@@ -536,7 +553,11 @@ class ResourceSpec(_SchemaModel):
                 path=path,
             )
         out: dict[str, Any] = {}
+        plain = self._plain_fields
         for key, value in record.items():
+            if type(value) is plain.get(key):
+                out[key] = value
+                continue
             if not isinstance(key, str):
                 raise ValidationFailed(
                     f"record keys must be strings, got {_describe(key)}",
@@ -577,7 +598,11 @@ class ResourceSpec(_SchemaModel):
                 if spec.name in out:
                     continue
                 if spec.has_default:
-                    out[spec.name] = copy.deepcopy(spec.default)
+                    default = spec.default
+                    # a container is copied (the caller may change it); a scalar is immutable
+                    out[spec.name] = (
+                        copy.deepcopy(default) if isinstance(default, dict | list) else default
+                    )
                 elif spec.required:
                     raise ValidationFailed(
                         f"required field {spec.name!r} is missing",
@@ -848,18 +873,27 @@ def _read_file(path: Path) -> Any:
     return data
 
 
-def load_schema(source: Schema | Mapping[str, Any] | str | Path) -> Schema:
+def load_schema(
+    source: Schema | Mapping[str, Any] | str | Path | Any, *, base_dir: Path | None = None
+) -> Schema:
     """Load a schema from a dict, a ``Schema``, or a ``.json`` / ``.toml`` file path.
 
     A TOML file may hold the schema at top level or under ``[tool.datafn.schema]``.
+    Pydantic / SQLModel classes, lists of sources and import paths
+    (``"myapp.models:Todo,Note"``) are loaded by :func:`datafn.models.load_schema_and_models`
+    (an import path with ``base_dir``, the project's folder, on ``sys.path``).
     Raises :class:`~datafn.errors.SchemaError` with the JSON path of the first problem.
     """
     if isinstance(source, Schema):
         return source
-    if isinstance(source, str | Path):
+    from datafn.models import is_import_path, load_schema_and_models
+
+    if isinstance(source, str | Path) and not is_import_path(source):
         return Schema.from_dict(_read_file(Path(source)))
     if isinstance(source, Mapping):
         return Schema.from_dict(dict(source))
+    if isinstance(source, str | type | list | tuple):
+        return load_schema_and_models(source, base_dir=base_dir)[0]
     raise SchemaError(
         f"expected a schema object (a dict) or a file path, got {_describe(source)}", path="$"
     )

@@ -349,6 +349,47 @@ def datafn_resolve_namespace(identity: Identity | None, headers: dict[str, str])
     """
 
 
+@hookspec(firstresult=True)
+def datafn_resolve_conflict(
+    resource: str,
+    record_id: str,
+    operation: str,
+    fields: list[str],
+    current: dict[str, Any] | None,
+    incoming: dict[str, Any] | None,
+    base_seq: int,
+    client_id: str | None,
+    other_client_id: str | None,
+) -> dict[str, Any] | None:
+    """Settle a write conflict on the server (synchronous, firstresult).
+
+    :param resource: the resource written.
+    :param record_id: the record's id.
+    :param operation: the incoming write's operation (``insert``, ``merge``, ``replace``,
+        ``delete``).
+    :param fields: the fields both the incoming write and a change it did not see touched.
+    :param current: the record as stored now (None when it was deleted).
+    :param incoming: what the write sets: the delta of a merge, the record of an insert or
+        replace, None for a delete.
+    :param base_seq: the write's ``baseSeq``: its client had seen every change up to it.
+    :param client_id: the client that sent the write.
+    :param other_client_id: the client whose change the write would overwrite (None when
+        unknown: a seed, a change older than provenance, or past the rows read).
+    :return: the fields to apply, merged onto ``current`` (a full record when ``current`` is
+        None); validated against the schema like a merge. ``None`` leaves the conflict to the
+        resource's policy of ``[tool.datafn.server.conflicts]`` (``last-writer-wins`` or
+        ``reject``). The change is reported as a conflict with ``resolution: "resolver"``.
+
+    Called during a push, for each write with a ``baseSeq`` that conflicts (docs/concepts.md,
+    "Conflicts"), inside the store's transaction while it holds the namespace's write lock,
+    possibly on a worker thread: keep it quick and pure (no I/O, no awaiting). Failure
+    policy: **fail-closed** — an exception (or a value that is neither a dict nor None) fails
+    the whole push with a 500 ``INTERNAL`` naming the plugin: nothing of it is committed, the
+    client keeps its writes and sends them again; a returned record that does not validate
+    refuses that one write with the validation error.
+    """
+
+
 # ---------------------------------------------------------------------------------------------
 # events
 # ---------------------------------------------------------------------------------------------
@@ -361,7 +402,8 @@ def datafn_on_event(event: Event) -> None:
     :param event: the :class:`~datafn.events.Event` (``event.name``, ``event.context``) —
         ``sync_started``, ``sync_applied``, ``sync_failed``, ``sync_retry``,
         ``connectivity_changed``, ``ws_connected``, ``ws_disconnected``, ``mutation_applied``,
-        ``mutation_rejected``, ``mutation_discarded``, ``plugin_error``.
+        ``mutation_rejected``, ``mutation_discarded``, ``plugin_error``, ``sync_stuck``,
+        ``sync_recovered``, ``conflict``.
 
     Called for every event, after the listeners registered with ``client.events.on``.
     Return value: ignored. Failure policy: **fail-open**.

@@ -18,6 +18,8 @@ not run the mounted application's lifespan.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -37,7 +39,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from datafn.config import ServerSettings
+from datafn.config import ServerSettings, mask_url
 from datafn.context import DEFAULT_NAMESPACE, Identity, RequestContext, SyncContext
 from datafn.errors import (
     ConfigError,
@@ -50,9 +52,11 @@ from datafn.errors import (
 )
 from datafn.registry import backend_name
 from datafn.runtime import Runtime
-from datafn.schema import Schema, load_schema
+from datafn.schema import Schema
 from datafn.server.bounds import check_request_bounds
 from datafn.server.bus import NotificationBus
+from datafn.server.mutations import ConflictRules
+from datafn.server.retention import RetentionReport, run_retention
 from datafn.server.service import SyncService, resources_of
 from datafn.server.store import RecordTexts, ServerStore
 
@@ -80,6 +84,9 @@ def current_server() -> DatafnServer | None:
 
 
 _SYNC_ACTIONS = ("clone", "pull", "push", "reconcile", "seed")
+
+#: Seconds ``GET <base>/health`` waits for the store before answering 503.
+_HEALTH_TIMEOUT = 5.0
 
 #: Bodies up to this size are validated on the event loop (a thread hop costs more than
 #: their validation); larger ones in a worker thread.
@@ -155,14 +162,20 @@ def _load_schema(runtime: Runtime, schema: Any) -> Schema:
     if source is None:
         raise ConfigError(
             'no schema: pass schema= or set it ([tool.datafn] schema = "schema.json" or '
-            "datafn serve --schema FILE)",
+            "datafn serve --schema FILE|module:Class)",
             key="tool.datafn.schema",
         )
     if isinstance(source, str | Path) and not Path(source).is_absolute():
         candidate = runtime.base_dir / source
         if candidate.exists():
             source = candidate
-    return load_schema(source)
+    if isinstance(source, Schema):
+        return source
+    # pydantic / SQLModel classes and import paths ("myapp.models:Todo") load too; an import
+    # path is imported with the project's folder on sys.path
+    from datafn.models import load_schema_and_models
+
+    return load_schema_and_models(source, base_dir=runtime.base_dir)[0]
 
 
 class _RateLimiter:
@@ -184,6 +197,44 @@ class _RateLimiter:
             return False
         self._buckets[key] = (tokens - 1.0, now)
         return True
+
+
+def conflict_rules(runtime: Runtime, schema: Schema) -> ConflictRules:
+    """The conflict rules of ``[tool.datafn.server.conflicts]`` and the
+    ``datafn_resolve_conflict`` hook; a key that is neither ``default`` nor a resource of the
+    schema is a :class:`~datafn.errors.ConfigError` naming it."""
+    settings = dict(runtime.config.server.conflicts)
+    default = settings.pop("default", "last-writer-wins")
+    known = set(schema.resource_names)
+    for name in settings:
+        if name not in known:
+            raise ConfigError(
+                f"unknown resource {name!r}; use default or one of " + ", ".join(sorted(known)),
+                key=f"tool.datafn.server.conflicts.{name}",
+            )
+    impls = runtime.plugins.caller.implementations("datafn_resolve_conflict")
+    if not impls:
+        return ConflictRules(default, settings)
+
+    def resolve(**kwargs: Any) -> dict[str, Any] | None:
+        """The hook, firstresult, fail-closed: a failure names the plugin."""
+        for impl, plugin in impls:
+            try:
+                value = impl.function(*[kwargs[a] for a in impl.argnames])
+            except Exception as exc:
+                raise HookFailed("datafn_resolve_conflict", plugin, exc) from exc
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise HookFailed(
+                    "datafn_resolve_conflict",
+                    plugin,
+                    f"returned {type(value).__name__}; expected a dict of fields or None",
+                )
+            return value
+        return None
+
+    return ConflictRules(default, settings, resolve)
 
 
 class DatafnServer:
@@ -208,6 +259,7 @@ class DatafnServer:
         self.store = (
             store if isinstance(store, ServerStore) else open_store(runtime, self.schema, store)
         )
+        self.store.conflict_rules = conflict_rules(runtime, self.schema)
         self.bus = bus if bus is not None else open_bus(runtime)
         self.service = SyncService(self.schema, self.store, self.limits, self.bus)
         self.production = self.settings.production
@@ -223,6 +275,8 @@ class DatafnServer:
         self._idle.set()
         self._opened = False
         self._open_lock = anyio.Lock()
+        self._health_lock = anyio.Lock()
+        self._healthy = True
         self._shutdown_callbacks: list[Callable[[], Awaitable[None]]] = []
         base = self.settings.base_path.rstrip("/")
         self.base_path = base
@@ -231,6 +285,7 @@ class DatafnServer:
         self.app = Starlette(
             routes=[
                 Route(f"{base}/status", self._status, methods=["GET"]),
+                Route(f"{base}/health", self._health, methods=["GET"]),
                 *(
                     Route(f"{base}/{action}", self._endpoint(action), methods=["POST"])
                     for action in _SYNC_ACTIONS
@@ -318,10 +373,37 @@ class DatafnServer:
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.open()
+        # A task of its own, not a task group around the yield: hosts may enter and leave
+        # the lifespan in different tasks (a cancel scope must not span them).
+        retention = (
+            asyncio.get_running_loop().create_task(self._retention_loop())
+            if self.settings.retention.interval > 0 and self.store.supports_retention
+            else None
+        )
         try:
             yield
         finally:
+            if retention is not None:
+                retention.cancel()  # a batch under way finishes first
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
             await self.aclose()
+
+    async def run_retention(self, **options: Any) -> RetentionReport:
+        """Run retention once on this server's store (``datafn compact`` does it without a
+        server); ``options`` go to :func:`~datafn.server.retention.run_retention`."""
+        return await run_retention(self.store, self.settings.retention, **options)
+
+    async def _retention_loop(self) -> None:
+        """Every ``retention.interval`` seconds, a retention run (the first one an interval
+        after start); a failed run is logged and the next one comes as planned."""
+        interval = self.settings.retention.interval
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await self.run_retention()
+            except Exception:
+                log.exception("retention run failed; the next one is in %g s", interval)
 
     async def __aenter__(self) -> DatafnServer:
         await self.open()
@@ -372,6 +454,45 @@ class DatafnServer:
 
     async def _status(self, request: Request) -> Response:
         return await self._handle(request, "status")
+
+    async def _health(self, request: Request) -> Response:
+        """``GET <base>/health``, for load balancers and orchestrators: 200 ``{"ok": true}``
+        while the store can serve, 503 with a generic envelope otherwise (and while shutting
+        down). It asks for no credentials and runs no hook, so it says nothing else: no
+        version, no path, no count, no reason (the reason goes to the log)."""
+        headers = {"Cache-Control": "no-store"}
+        if not self._draining and await self._store_ready():
+            return _json_response({"ok": True}, headers=headers)
+        error = ServiceUnavailable("not ready", http_status=503)
+        return _json_response(error.to_envelope(), 503, {**headers, "Retry-After": "1"})
+
+    async def _store_ready(self) -> bool:
+        """Whether the store answers :meth:`ServerStore.check_ready` within
+        ``_HEALTH_TIMEOUT`` seconds; one check at a time, so probes never crowd the pool."""
+        with anyio.move_on_after(_HEALTH_TIMEOUT):
+            async with self._health_lock:
+                try:
+                    if not self._opened:  # mounted without a lifespan, or not reachable yet
+                        await self.open()
+                    await self.store.check_ready()
+                except Exception as exc:
+                    if self._healthy:  # logged once per change, not once per probe
+                        reason = (str(exc).strip().splitlines() or [""])[0]
+                        log.warning(
+                            "health: the store is not ready: %s: %s",
+                            type(exc).__name__,
+                            mask_url(reason),
+                        )
+                    self._healthy = False
+                    return False
+                if not self._healthy:
+                    log.warning("health: the store is ready again")
+                self._healthy = True
+                return True
+        if self._healthy:
+            log.warning("health: the store did not answer within %g s", _HEALTH_TIMEOUT)
+        self._healthy = False
+        return False
 
     async def _handle(self, request: Request, action: str) -> Response:
         self._in_flight += 1

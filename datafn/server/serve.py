@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import re
 import socket
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from datafn.server.app import DatafnServer
 from datafn.server.connections import http_protocol
 from datafn.server.logs import install_log_filters
 
-__all__ = ["UvicornServer", "max_connections", "run_opened", "uvicorn_server"]
+__all__ = ["UvicornServer", "check_opens", "max_connections", "run_opened", "uvicorn_server"]
 
 log = logging.getLogger("datafn.server")
 
@@ -44,10 +45,13 @@ class UvicornServer(uvicorn.Server):
         datafn: DatafnServer | None = None,
         *,
         freeze_gc: bool = False,
+        parent_pid: int | None = None,
     ) -> None:
         super().__init__(config)
         self.datafn = datafn
         self.freeze_gc = freeze_gc
+        #: a worker of ``datafn serve --workers``: its supervisor's pid, checked once a second
+        self.parent_pid = parent_pid
         self._draining_task: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -63,6 +67,18 @@ class UvicornServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._drain()
         super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if (
+            self.parent_pid is not None
+            and counter % 10 == 0
+            and not self.should_exit
+            and os.getppid() != self.parent_pid
+        ):
+            # the supervisor was killed: nobody would ever stop this worker
+            log.warning("the datafn serve supervisor went away; stopping this worker")
+            self.begin_shutdown()
+        return await super().on_tick(counter)
 
     def begin_shutdown(self) -> None:
         """What a signal does, for callers that are not signal handlers (threads, tests)."""
@@ -106,13 +122,16 @@ def uvicorn_server(
     log_level: str = "info",
     access_log: bool = False,
     freeze_gc: bool = False,
+    parent_pid: int | None = None,
     **options: Any,
 ) -> UvicornServer:
     """A :class:`UvicornServer` for an app made by :func:`~datafn.server.create_app`.
 
     ``host``/``port`` default to the ``server.host``/``server.port`` settings; ``options`` go to
     :class:`uvicorn.Config`. ``freeze_gc`` (for a process that only serves, as ``datafn
-    serve``) moves everything alive at start-up out of the garbage collector's generations.
+    serve``) moves everything alive at start-up out of the garbage collector's generations;
+    ``parent_pid`` (a worker of ``datafn serve --workers``) stops the server when that process
+    is no longer its parent.
     """
     datafn: DatafnServer = app.state.datafn
     settings = datafn.settings
@@ -141,13 +160,18 @@ def uvicorn_server(
         **options,
     )
     install_log_filters()  # tokens out of debug logs, clients' UTF-8 errors in one line
-    return UvicornServer(config, datafn, freeze_gc=freeze_gc)
+    return UvicornServer(config, datafn, freeze_gc=freeze_gc, parent_pid=parent_pid)
 
 
-def run_opened(server: UvicornServer, *, ready: Callable[[], None] = lambda: None) -> None:
-    """Run ``server`` like ``server.run()``, but open the DataFn server's store and bus first,
-    on the loop that then serves: a database that cannot be reached fails before anything
-    listens, as one :class:`~datafn.errors.StoreError`
+def run_opened(
+    server: UvicornServer,
+    *,
+    ready: Callable[[], None] = lambda: None,
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """Run ``server`` like ``server.run(sockets)``, but open the DataFn server's store and bus
+    first, on the loop that then serves: a database that cannot be reached fails before
+    anything listens, as one :class:`~datafn.errors.StoreError`
     (``cannot connect to postgresql+psycopg://app:***@db:5432/app: connection refused``).
     ``ready()`` is called once they are open, right before uvicorn starts.
     """
@@ -155,15 +179,10 @@ def run_opened(server: UvicornServer, *, ready: Callable[[], None] = lambda: Non
 
     async def main() -> None:
         if datafn is not None:
-            try:
-                await datafn.open()
-            except DatafnError:
-                raise
-            except Exception as exc:
-                raise StoreError(_cannot_open(datafn, exc)) from exc
+            await _open(datafn)
         try:
             ready()
-            await server.serve()
+            await server.serve(sockets=sockets)
         finally:
             if datafn is not None:  # the lifespan closed it already, unless uvicorn never started
                 await datafn.aclose()
@@ -175,6 +194,27 @@ def run_opened(server: UvicornServer, *, ready: Callable[[], None] = lambda: Non
         return
     with asyncio.Runner(loop_factory=get_loop_factory()) as runner:
         runner.run(main())
+
+
+def check_opens(datafn: DatafnServer) -> None:
+    """Open the DataFn server's store and bus (which creates or migrates the store's tables),
+    then close them: what ``datafn serve --workers`` does before it starts any worker, so a
+    database that cannot be reached fails once, in one line, as for :func:`run_opened`."""
+
+    async def main() -> None:
+        await _open(datafn)
+        await datafn.aclose()
+
+    asyncio.run(main())
+
+
+async def _open(datafn: DatafnServer) -> None:
+    try:
+        await datafn.open()
+    except DatafnError:
+        raise
+    except Exception as exc:
+        raise StoreError(_cannot_open(datafn, exc)) from exc
 
 
 def _cannot_open(datafn: DatafnServer, exc: BaseException) -> str:

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datafn.config import LimitsSettings
-from datafn.errors import ValidationFailed
+from datafn.digest import CAPABILITY as DIGEST_CAPABILITY
+from datafn.digest import ReconcileDigestRequest
+from datafn.errors import CursorExpired, ValidationFailed
 from datafn.protocol import (
     CAPABILITIES,
     CloneRequest,
@@ -29,6 +31,7 @@ from datafn.protocol import (
 )
 from datafn.schema import ResourceSpec, Schema, _describe
 from datafn.server.bus import NotificationBus
+from datafn.server.digest import answer_digest_request
 from datafn.server.store import (
     Change,
     MutationError,
@@ -93,6 +96,8 @@ def fold_changes(
     """
     state: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {}
     for change in changes:
+        if change.op == "expire":  # a compaction floor, no record (see _refuse_expired)
+            continue
         key = (change.resource, change.id)
         if change.op == "delete":
             state[key] = ("deleted", None)
@@ -119,6 +124,45 @@ def fold_changes(
     return records, merged, deleted
 
 
+def pulled_conflicts(changes: Sequence[Change]) -> list[dict[str, Any]]:
+    """The ``conflicts`` of a pull answer: one entry per change of it that overwrote a
+    conflict, in seq order (``seq`` and ``clientId``: the winning change and its writer)."""
+    return [
+        {
+            "resource": change.resource,
+            "id": change.id,
+            "seq": change.seq,
+            "clientId": change.client_id,
+            "conflict": change.conflict,
+        }
+        for change in changes
+        if change.conflict is not None
+    ]
+
+
+def _refuse_expired(
+    changes: Sequence[Change], cursors: Mapping[str, int], path: str | None = None
+) -> None:
+    """Refuse a pull that read a resource's ``expire`` row: its cursor is below the compaction
+    floor, so a delete it needs may have been dropped (docs/server.md, "Retention")."""
+    floors = {c.resource: c.seq for c in changes if c.op == "expire"}
+    if not floors:
+        return
+    expired = sorted(floors)
+    raise CursorExpired(
+        f"the cursor of {', '.join(map(repr, expired))} is older than this server's change "
+        "log keeps (deletes past tombstone-ttl are dropped); clone "
+        + ("it" if len(expired) == 1 else "them")
+        + " again, then pull",
+        path=path or f"cursors.{expired[0]}",
+        details={
+            "resources": expired,
+            "floors": {r: str(floors[r]) for r in expired},
+            "cursors": {r: str(cursors[r]) for r in expired if r in cursors},
+        },
+    )
+
+
 def _refused_mutation(raw: Any, path: str) -> PendingMutation | None:
     """A mutation refused on its own, as the original refuses it (the batch goes on): one
     that is not an object, lacks its mutation id, or names an operation this server does not
@@ -133,7 +177,7 @@ def _refused_mutation(raw: Any, path: str) -> PendingMutation | None:
         )
         return PendingMutation("", "", "delete", "", None, error=error)
     operation = raw.get("operation")
-    if operation not in OPERATIONS:
+    if not isinstance(operation, str) or operation not in OPERATIONS:
         error = MutationError(
             "DFQL_UNSUPPORTED",
             f"unsupported operation {_describe(operation)}; this server performs "
@@ -227,7 +271,13 @@ class SyncService:
         _check_text(request.client_id, "clientId", "clientId")
         return request
 
-    def validate_reconcile(self, payload: Any) -> ReconcileRequest:
+    def validate_reconcile(self, payload: Any) -> ReconcileRequest | ReconcileDigestRequest:
+        if isinstance(payload, dict) and ("digest" in payload or "fetch" in payload):
+            digest = ReconcileDigestRequest.from_wire(payload)  # the content form
+            _check_text(digest.client_id, "clientId", "clientId")
+            form = "digest" if digest.digest is not None else "fetch"
+            self._syncable(digest.resource, f"{form}.resource")
+            return digest
         request = ReconcileRequest.from_wire(payload)
         _check_text(request.client_id, "clientId", "clientId")
         for index, name in enumerate(request.resources):
@@ -257,7 +307,8 @@ class SyncService:
                 pending.append(refused)
                 continue
             try:
-                mutation = Mutation.from_wire(raw, path_prefix=base)
+                # the body was walked whole by PushRequest.from_wire
+                mutation = Mutation.from_wire(raw, path_prefix=base, json_checked=True)
             except ValidationFailed as exc:  # refused alone, like a record that does not validate
                 pending.append(
                     PendingMutation(
@@ -303,6 +354,7 @@ class SyncService:
                     record=record,
                     guard=dict(mutation.if_) if mutation.if_ is not None else None,
                     error=error,
+                    base_seq=mutation.base_seq,
                 )
             )
         return PreparedPush(request, pending)
@@ -344,7 +396,7 @@ class SyncService:
         limits = self.limits
         return {
             "schemaHash": self.schema.hash,
-            "capabilities": list(CAPABILITIES),
+            "capabilities": [*CAPABILITIES, DIGEST_CAPABILITY],
             "limits": {
                 "maxBodyBytes": limits.max_body_bytes,
                 "maxBatchSize": limits.max_batch_size,
@@ -365,7 +417,8 @@ class SyncService:
         if request.page is not None:
             table = request.page.table
             limit = min(request.page.limit, page_size)
-            # The cursor is read before the records: a change the records miss is above it.
+            # The cursor is read before the records: a change the records miss is above it
+            # (and it is at least the compaction floor: the expire row is in the log).
             seq, rows = await store.clone_page_at(namespace, table, request.page.after_id, limit)
             return {
                 "ok": True,
@@ -409,13 +462,14 @@ class SyncService:
         resources = {name: seq for name, seq in cursors.items() if not is_feed_key(name)}
         limit = min(request.limit or self.limits.max_pull_limit, self.limits.max_pull_limit)
         changes = await self.store.changes_since(namespace, resources, limit + 1)
+        _refuse_expired(changes, cursors)
         has_more = len(changes) > limit
         if has_more:
             changes = changes[:limit]
         records, merged, deleted = fold_changes(changes)
         for change in changes:
             cursors[change.resource] = change.seq  # in seq order: ends at the highest
-        return {
+        answer: dict[str, Any] = {
             "ok": True,
             "records": records,
             "merged": merged,
@@ -423,6 +477,10 @@ class SyncService:
             "cursors": {name: str(seq) for name, seq in cursors.items()},
             "hasMore": has_more,
         }
+        conflicts = pulled_conflicts(changes)
+        if conflicts:  # only when there are: answers stay as they were otherwise
+            answer["conflicts"] = conflicts
+        return answer
 
     async def global_pull(self, namespace: str, request: GlobalPullRequest) -> dict[str, Any]:
         """The changes of every synced resource after one global cursor, in seq order:
@@ -432,6 +490,11 @@ class SyncService:
         limit = min(request.limit or 100, self.limits.max_pull_limit)
         names = [r.name for r in self.schema.resources if not r.is_remote_only]
         changes = await self.store.changes_since(namespace, dict.fromkeys(names, since), limit)
+        if since:
+            _refuse_expired(changes, dict.fromkeys(names, since), path="cursor")
+        # from 0 a client holds no server data a dropped delete would concern (the original
+        # client's cloneUp asks that way): the expire rows are left out
+        listed = [change for change in changes if change.op != "expire"]
         return {
             "ok": True,
             "changes": [
@@ -443,8 +506,13 @@ class SyncService:
                     "record": None
                     if change.op == "delete"
                     else {**(change.data or {}), "id": change.id},
+                    **(
+                        {"conflict": {**change.conflict, "by": change.client_id}}
+                        if change.conflict is not None
+                        else {}
+                    ),
                 }
-                for change in changes
+                for change in listed
             ],
             "nextCursor": str(changes[-1].seq) if changes else None,
         }
@@ -465,10 +533,11 @@ class SyncService:
                         "message": result.message,
                         "path": result.path,
                         "retryable": result.retryable,
+                        **({"details": result.details} if result.details is not None else {}),
                     }
                 )
         await self._publish(namespace, outcome.cursor_before, outcome.cursor)
-        return {
+        answer: dict[str, Any] = {
             "ok": not errors,
             "applied": applied,
             "errors": errors,
@@ -479,8 +548,29 @@ class SyncService:
             # push. Without them it pulls (or re-pulls its own writes), and misses nothing.
             "cursors": {},
         }
+        if outcome.conflicts:  # only when there are: answers stay as they were otherwise
+            answer["conflicts"] = [
+                {
+                    "mutationId": prepared.mutations[index].mutation_id,
+                    "resource": prepared.mutations[index].resource,
+                    "id": prepared.mutations[index].id,
+                    "conflict": conflict,
+                }
+                for index, conflict in sorted(outcome.conflicts.items())
+            ]
+        return answer
 
-    async def reconcile(self, namespace: str, request: ReconcileRequest) -> dict[str, Any]:
+    async def reconcile(
+        self, namespace: str, request: ReconcileRequest | ReconcileDigestRequest
+    ) -> dict[str, Any]:
+        if isinstance(request, ReconcileDigestRequest):
+            return await answer_digest_request(
+                self.store,
+                self.schema,
+                namespace,
+                request,
+                fetch_limit=self.limits.max_clone_page,
+            )
         names = list(dict.fromkeys(request.resources))
         return {"ok": True, "counts": await self.store.counts(namespace, names)}
 

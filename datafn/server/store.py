@@ -22,19 +22,26 @@ Stores are built by a factory registered with ``datafn_register_server_stores``:
 from __future__ import annotations
 
 import abc
+import bisect
 import operator
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Self, overload
+from typing import TYPE_CHECKING, Any, Literal, Self, overload
 
 import orjson
 
 from datafn.schema import Schema
 
+if TYPE_CHECKING:
+    from datafn.server.mutations import ConflictRules
+
 __all__ = [
+    "EXPIRE_ID",
+    "HEALTH_NAMESPACE",
     "Change",
     "ChangeOp",
+    "CompactionStep",
     "MutationError",
     "PendingMutation",
     "PushOutcome",
@@ -43,8 +50,16 @@ __all__ = [
 ]
 
 #: What a change-log row records: ``insert``/``replace`` carry the full record, ``merge`` the
-#: delta (with ``id``), ``delete`` nothing.
-ChangeOp = Literal["insert", "merge", "replace", "delete"]
+#: delta (with ``id``), ``delete`` nothing. ``expire`` (id ``""``, no data) is written by
+#: retention only: the resource's compaction floor, at most one row per resource; a pull that
+#: reads it is refused with ``CURSOR_EXPIRED`` (a delete it needs was dropped).
+ChangeOp = Literal["insert", "merge", "replace", "delete", "expire"]
+
+#: The record id of an ``expire`` row (no record has it: ids are never empty).
+EXPIRE_ID = ""
+
+#: The namespace :meth:`ServerStore.check_ready` reads: not printable, so no request has it.
+HEALTH_NAMESPACE = "\x00health"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +71,11 @@ class Change:
     id: str
     op: ChangeOp
     data: dict[str, Any] | None
+    #: the client whose push made the change (None: a seed, or a row older than provenance);
+    #: provenance, not compared (two rows are equal when they change the same thing)
+    client_id: str | None = field(default=None, compare=False)
+    #: the conflict this change overwrote (see :func:`datafn.server.mutations.plan_push`)
+    conflict: dict[str, Any] | None = field(default=None, compare=False)
 
 
 class RecordTexts(Sequence[dict[str, Any]]):
@@ -137,6 +157,9 @@ class MutationError:
     code: str
     message: str
     path: str = "$"
+    #: what the client needs to act on the refusal (a ``CONFLICT`` of a ``baseSeq``: the
+    #: current record and who changed it), sent as the error's ``details``
+    details: dict[str, Any] | None = None
 
     @property
     def retryable(self) -> bool:
@@ -150,9 +173,10 @@ class PendingMutation:
     """A push mutation after validation, as the server hands it to :meth:`ServerStore.apply_push`.
 
     ``record`` is the validated record (with ``id``; a partial one for ``merge``), ``guard`` the
-    ``if`` object. ``error`` is set when validation already failed: the store still looks the
-    mutation up in the idempotency records (a replay of an applied mutation stays applied)
-    but applies nothing.
+    ``if`` object, ``base_seq`` the wire ``baseSeq`` (the client had seen every change up to
+    it; None: no conflict detection). ``error`` is set when validation already failed: the
+    store still looks the mutation up in the idempotency records (a replay of an applied
+    mutation stays applied) but applies nothing.
     """
 
     mutation_id: str
@@ -162,6 +186,7 @@ class PendingMutation:
     record: dict[str, Any] | None = None
     guard: dict[str, Any] | None = None
     error: MutationError | None = None
+    base_seq: int | None = None
 
 
 @dataclass(slots=True)
@@ -171,13 +196,33 @@ class PushOutcome:
     ``results`` holds one entry per mutation, in order: ``None`` when it was applied (or is
     an idempotent replay of an applied one), else its error. ``cursor_before`` is the
     namespace's seq when the push took the lock, ``cursor`` the highest seq it allocated
-    (``cursor_before`` when none), ``cursors`` the highest seq allocated per resource.
+    (``cursor_before`` when none), ``cursors`` the highest seq allocated per resource,
+    ``conflicts`` the conflict each applied mutation overwrote, by its index.
     """
 
     results: list[MutationError | None]
     cursor_before: int
     cursor: int
     cursors: dict[str, int] = field(default_factory=dict)
+    conflicts: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CompactionStep:
+    """What one batch of :meth:`ServerStore.compact_changes` or
+    :meth:`ServerStore.drop_tombstones` did.
+
+    ``examined`` change-log rows were read; ``removed`` rows were deleted because a later
+    change of the same record is kept; ``rewritten`` merges became full ``replace`` rows (the
+    record as it stood at that seq); ``dropped`` deletes older than the tombstone horizon were
+    deleted; ``done`` tells that the store has reached the horizon.
+    """
+
+    examined: int = 0
+    removed: int = 0
+    rewritten: int = 0
+    dropped: int = 0
+    done: bool = True
 
 
 class ServerStore(abc.ABC):
@@ -190,6 +235,11 @@ class ServerStore(abc.ABC):
     #: The registry name of the store (``memory``, ``sqlite``, ``postgresql`` …).
     name: str = "store"
 
+    #: How a push settles a conflict of a write that carries a ``baseSeq``: the policy per
+    #: resource and the ``datafn_resolve_conflict`` hook (the server sets it from
+    #: ``[tool.datafn.server.conflicts]``); None: last writer wins, reported.
+    conflict_rules: ConflictRules | None = None
+
     def __init__(self, url: str, schema: Schema, config: Any = None) -> None:
         self.url = url
         self.schema = schema
@@ -200,6 +250,17 @@ class ServerStore(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Calling it twice is harmless."""
+
+    async def check_ready(self) -> None:
+        """Raise when the store cannot serve: its database cannot be reached, or its tables
+        are not in place (what the server's ``GET <base>/health`` asks).
+
+        This default reads the change log and the records of every resource in a namespace
+        no client can have (it is not printable); stores override it with a cheaper check.
+        """
+        names = self.schema.resource_names
+        await self.latest_seq(HEALTH_NAMESPACE, names)
+        await self.counts(HEALTH_NAMESPACE, names)
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -223,6 +284,13 @@ class ServerStore(abc.ABC):
         idempotency records of ``(namespace, client_id, mutation_id)``, read the records the
         batch touches, let :func:`datafn.server.mutations.plan_push` decide the effects, then
         write the records, the change-log rows, the idempotency records and the counter.
+
+        Conflict detection: the store reads each touched record's last seq with it, and only
+        for the keys :func:`datafn.server.mutations.history_wanted` names (a mutation with a
+        ``baseSeq`` below that seq) the record's latest change-log rows after that base, at
+        most :data:`~datafn.server.mutations.MAX_CONFLICT_HISTORY` + 1 of them, newest first
+        (:class:`~datafn.server.mutations.RecordHistory`). Every change-log row keeps its
+        :attr:`Change.client_id` and :attr:`Change.conflict`, and pulls answer them.
         """
 
     @abc.abstractmethod
@@ -265,7 +333,79 @@ class ServerStore(abc.ABC):
     async def counts(self, namespace: str, resources: Sequence[str]) -> dict[str, int]:
         """How many records each resource holds."""
 
+    async def records_between(
+        self,
+        namespace: str,
+        resource: str,
+        after_id: str | None,
+        until_id: str | None,
+        limit: int,
+    ) -> Sequence[dict[str, Any]]:
+        """At most ``limit`` records of ``resource`` with ``after_id < id <= until_id`` (None:
+        unbounded on that side), ordered by id: what reconcile's digests read. This default
+        reads a clone page and cuts it at ``until_id``; stores may answer it directly."""
+        rows = await self.clone_page(namespace, resource, after_id, limit)
+        if until_id is None or not rows:
+            return rows
+        ids = rows.ids if isinstance(rows, RecordTexts) else [str(r["id"]) for r in rows]
+        if ids[-1] <= until_id:
+            return rows
+        return rows[: bisect.bisect_right(ids, until_id)]
+
     async def namespace_seq(self, namespace: str) -> int:
         """The namespace's seq counter (0 for a namespace never written)."""
         seqs = await self.latest_seq(namespace, self.schema.resource_names)
         return max(seqs.values(), default=0)
+
+    # -- retention (docs/server.md, "Retention"), driven by datafn.server.retention -----------
+    #
+    # A store that implements these sets ``supports_retention``; the defaults keep everything
+    # (nothing is deleted, no cursor ever expires).
+
+    #: Whether the store implements the retention methods below.
+    supports_retention: bool = False
+
+    async def prune_idempotency(self, before: float, limit: int) -> int:
+        """Delete at most ``limit`` idempotency records (of any namespace) written before
+        ``before`` (a Unix time), in one short transaction; return how many it deleted."""
+        raise NotImplementedError(f"the {self.name} store does not implement retention")
+
+    async def retention_namespaces(self, after: str | None, limit: int) -> list[str]:
+        """At most ``limit`` namespaces that were ever written, in code-point order, after
+        ``after`` (from the first when None)."""
+        raise NotImplementedError(f"the {self.name} store does not implement retention")
+
+    async def mark_horizons(self, namespace: str, now: float, ages: Sequence[float]) -> list[int]:
+        """Record that the namespace's seq counter stands where it stands at time ``now``, and
+        answer for each age the highest seq recorded at or before ``now - age`` (0 when none):
+        every change with that seq or lower is at least that old. Marks older than every age
+        needs are deleted, except the newest of them."""
+        raise NotImplementedError(f"the {self.name} store does not implement retention")
+
+    async def compact_changes(self, namespace: str, horizon: int, limit: int) -> CompactionStep:
+        """Compact the next ``limit`` change-log rows with seq at most ``horizon``, in one
+        transaction.
+
+        The store keeps where it stands (the highest seq examined), so successive calls walk
+        the log once; for each record it keeps only the latest of its rows up to the walk's
+        position, a merge kept that way becoming a ``replace`` with the record as it stood
+        (see :func:`datafn.server.retention.plan_compaction`). A client pulling from any
+        cursor still reaches the same records: what is removed is always overwritten by a row
+        that is kept.
+        """
+        raise NotImplementedError(f"the {self.name} store does not implement retention")
+
+    async def drop_tombstones(self, namespace: str, horizon: int, limit: int) -> CompactionStep:
+        """Drop the next ``limit`` ``delete`` rows with seq at most ``horizon`` that are the
+        last change of their record, in one transaction, raising the compaction floor of their
+        resource to the highest of them (:meth:`compaction_floors`): that one becomes the
+        resource's ``expire`` row (its previous one is deleted), so a pull from a lower cursor
+        reads it and is refused, and the resource's latest seq (a clone's cursor) is at least
+        the floor. The store keeps where it stands, like :meth:`compact_changes`."""
+        raise NotImplementedError(f"the {self.name} store does not implement retention")
+
+    async def compaction_floors(self, namespace: str, resources: Sequence[str]) -> dict[str, int]:
+        """The highest seq of a dropped delete per resource (0 when none), where its ``expire``
+        row stands: a pull from a lower cursor may miss a delete, and is refused with
+        ``CURSOR_EXPIRED``."""
+        return dict.fromkeys(resources, 0)

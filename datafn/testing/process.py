@@ -7,7 +7,7 @@
             ...
         server.restart()      # same port and database: a server restart as clients see it
 
-Readiness is polled on ``GET {remote}/status`` (bounded by ``startup_timeout``); stopping sends
+Readiness is polled on ``GET {remote}/health`` (bounded by ``startup_timeout``); stopping sends
 SIGTERM (graceful drain) and kills the process if it does not end in time.
 """
 
@@ -43,6 +43,7 @@ class ServerProcess:
         there for more settings).
     :param port: default: a free port, kept across :meth:`restart`.
     :param env: extra environment variables (``DATAFN_*`` of the test process are not passed).
+    :param workers: ``datafn serve --workers``: server processes behind the one port.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class ServerProcess:
         port: int | None = None,
         env: dict[str, str] | None = None,
         startup_timeout: float = 30.0,
+        workers: int = 1,
     ) -> None:
         self.schema = schema
         self.database = database
@@ -61,6 +63,7 @@ class ServerProcess:
         self.port = port or free_port()
         self.remote = f"http://127.0.0.1:{self.port}/datafn"
         self.startup_timeout = startup_timeout
+        self.workers = workers
         self._env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFN_")}
         self._env.update(env or {})
         self.process: subprocess.Popen[bytes] | None = None
@@ -75,6 +78,8 @@ class ServerProcess:
             "--port", str(self.port),
             "--log-level", "warning",
         ]  # fmt: skip
+        if self.workers > 1:
+            command += ["--workers", str(self.workers)]
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             command, cwd=self.cwd, env=self._env, stdout=self._log, stderr=subprocess.STDOUT
@@ -82,7 +87,7 @@ class ServerProcess:
         deadline = time.monotonic() + self.startup_timeout
         while True:
             try:
-                if httpx.get(f"{self.remote}/status", timeout=2).status_code == 200:
+                if httpx.get(f"{self.remote}/health", timeout=2).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass

@@ -19,16 +19,30 @@ The tests are async (pytest-asyncio in auto mode, or mark the module).
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
+from datafn.config import RetentionSettings
 from datafn.schema import Schema, load_schema
-from datafn.server.store import Change, MutationError, PendingMutation, ServerStore
+from datafn.server.retention import run_retention
+from datafn.server.service import fold_changes
+from datafn.server.store import (
+    EXPIRE_ID,
+    Change,
+    CompactionStep,
+    MutationError,
+    PendingMutation,
+    ServerStore,
+)
+from datafn.testing.server_conflicts import ConflictSuite
 
 __all__ = ["SCHEMA", "ServerStoreSuite", "pending"]
 
@@ -75,7 +89,7 @@ def pending(
     )
 
 
-class ServerStoreSuite:
+class ServerStoreSuite(ConflictSuite):
     """Behaviour every :class:`~datafn.server.store.ServerStore` must have."""
 
     #: True when two stores built by ``make_store`` share their data (a database file/URL).
@@ -294,6 +308,27 @@ class ServerStoreSuite:
         assert page == await store.clone_page("ns", "todos", "t1", 2)
         assert [r["id"] for r in page] == ["t2", "t3"]
 
+    async def test_records_between_reads_an_id_range_in_order(self, store: ServerStore) -> None:
+        ids = ["b", "a", "B", "a b", "é", "z", "0", "~", "日本"]
+        await store.apply_push(
+            "ns", "c", [pending("insert", i, {"title": i}, mid=f"m{n}") for n, i in enumerate(ids)]
+        )
+        await store.apply_push("other", "c", [pending("insert", "a c", {"title": "elsewhere"})])
+        ordered = sorted(ids)
+
+        async def between(after: str | None, until: str | None, limit: int = 100) -> list[str]:
+            rows = await store.records_between("ns", "todos", after, until, limit)
+            return [r["id"] for r in rows]
+
+        assert await between(None, None) == ordered
+        assert await between("a", "z") == [i for i in ordered if "a" < i <= "z"]
+        assert await between(None, "a b") == [i for i in ordered if i <= "a b"]
+        assert await between("z", None) == [i for i in ordered if i > "z"]
+        assert await between("a", "z", 2) == [i for i in ordered if "a" < i <= "z"][:2]
+        assert await between("b", "b ") == []
+        rows = await store.records_between("ns", "todos", "a", "b", 10)
+        assert list(rows) == list(await store.clone_page("ns", "todos", "a", 2))
+
     async def test_clone_pages_in_code_point_order(self, store: ServerStore) -> None:
         ids = ["b", "a", "B", "a b", "a-b", "é", "z", "Z9", "日本", "😀", "a\tb", "0", "~"]
         await store.apply_push(
@@ -429,3 +464,371 @@ class ServerStoreSuite:
             )
             assert outcome.cursor == 2
             assert await second.counts("ns", ["tags", "todos"]) == {"tags": 1, "todos": 1}
+
+    # -- retention (docs/server.md, "Retention") ---------------------------------------------
+
+    async def test_retention_keeps_idempotency_records_inside_the_window(
+        self, store: ServerStore
+    ) -> None:
+        batch = [pending("insert", "a", {"title": "a"}), pending("merge", "a", {"rank": 1})]
+        await store.apply_push("ns", "c", batch)
+        window = RetentionSettings(idempotency_window=3600)
+        assert (await run_retention(store, window)).idempotency == 0
+        replay = await store.apply_push("ns", "c", batch)
+        assert replay.results == [None, None]
+        assert replay.cursor == replay.cursor_before == 2  # deduplicated: nothing applied
+        # past the window the records are gone, and a replay is a new write: the insert of a
+        # record that changed since is a conflict, the merge is applied (and logged) again
+        later = await run_retention(store, window, now=time.time() + 3601)
+        assert later.idempotency == 2
+        again = await store.apply_push("ns", "c", batch)
+        assert again.results[0] is not None and again.results[0].code == "CONFLICT"
+        assert again.results[1] is None and again.cursor == 3
+
+    async def test_retention_works_in_batches(self, store: ServerStore) -> None:
+        await store.apply_push(
+            "ns", "c", [pending("insert", f"t{i:02d}", {"title": "x"}) for i in range(55)]
+        )
+        pruned: list[int] = []
+        steps: list[CompactionStep] = []
+        prune, compact = store.prune_idempotency, store.compact_changes
+
+        async def counted_prune(before: float, limit: int) -> int:
+            pruned.append(await prune(before, limit))
+            return pruned[-1]
+
+        async def counted_compact(namespace: str, horizon: int, limit: int) -> CompactionStep:
+            steps.append(await compact(namespace, horizon, limit))
+            return steps[-1]
+
+        store.prune_idempotency = counted_prune  # type: ignore[method-assign]
+        store.compact_changes = counted_compact  # type: ignore[method-assign]
+        settings = RetentionSettings(idempotency_window=60, change_log_horizon=0)
+        report = await run_retention(store, settings, now=time.time() + 61, batch_size=10)
+        assert pruned == [10, 10, 10, 10, 10, 5] and report.idempotency == 55
+        assert [step.examined for step in steps] == [10, 10, 10, 10, 10, 5]
+        assert [step.done for step in steps] == [False] * 5 + [True]
+        assert len(await store.changes_since("ns", {"todos": 0}, 100)) == 55  # all distinct
+        assert await store.apply_push("ns", "c", [pending("insert", "t00", {"title": "x"})])
+
+    async def test_compaction_bounds_the_change_log_and_every_cursor_still_converges(
+        self, store: ServerStore
+    ) -> None:
+        ids = [f"r{i}" for i in range(10)]
+        await store.apply_push("ns", "c", [pending("insert", i, {"title": i}) for i in ids])
+        batch: list[PendingMutation] = []
+        for n in range(1, 1000):  # 10 records updated 1000 times in all
+            for i in ids:
+                if n % 250 == 0:
+                    change = pending("replace", i, {"title": f"{i}/{n}", "rank": n}, mid=f"{n}{i}")
+                else:
+                    change = pending("merge", i, {"rank": n, "done": n % 2 == 0}, mid=f"{n}{i}")
+                batch.append(change)
+            if len(batch) >= 500:
+                await store.apply_push("ns", "c", batch)
+                batch = []
+        batch += [pending("delete", "r3", mid="d3"), pending("insert", "n1", {"title": "new"})]
+        await store.apply_push("ns", "c", batch)
+        total = await store.namespace_seq("ns")
+        views = {cursor: await _pulled(store, {}, 0, cursor) for cursor in (0, 13, 4321, 9990)}
+        settings = RetentionSettings(change_log_horizon=100, tombstone_ttl=10**6)
+        start = time.time()
+        first = await run_retention(store, settings, now=start)
+        assert first.removed == 0  # nothing is 100 s old yet
+        recent = [pending("merge", i, {"title": "recent"}, mid=f"recent{i}") for i in ids[:5]]
+        await store.apply_push("ns", "c", recent)
+        report = await run_retention(store, settings, now=start + 150)
+        assert report.removed > 0 and report.rewritten > 0
+        rows = await store.changes_since("ns", {"todos": 0, "notes": 0}, 100_000)
+        # the latest change of each record up to the horizon (r3's delete too) + the recent
+        assert len(rows) == len(ids) + 1 + len(recent)
+        server = await self.records(store)
+        for cursor, view in views.items():
+            assert await _pulled(store, view, cursor, None) == server, f"from cursor {cursor}"
+        assert await _pulled(store, {}, 0, None) == server
+        assert await store.namespace_seq("ns") == total + len(recent)
+        assert (await run_retention(store, settings, now=start + 150)).removed == 0
+
+    async def test_deletes_are_kept_for_the_tombstone_ttl_then_expire_older_cursors(
+        self, store: ServerStore
+    ) -> None:
+        await store.apply_push(
+            "ns",
+            "c",
+            [
+                pending("insert", "a", {"title": "a"}),
+                pending("insert", "b", {"title": "b"}),
+                pending("insert", "n", {"body": "x"}, resource="notes"),
+            ],
+        )
+        await store.apply_push("ns", "c", [pending("delete", "a")])  # seq 4
+        settings = RetentionSettings(change_log_horizon=0, tombstone_ttl=100)
+        start = time.time()
+        await run_retention(store, settings, now=start)
+        # inside the ttl: a client that pulls from before the delete sees it
+        assert [(c.op, c.id) for c in await store.changes_since("ns", {"todos": 3}, 10)] == [
+            ("delete", "a")
+        ]
+        assert [c.id for c in await store.changes_since("ns", {"todos": 0}, 10)] == ["b", "a"]
+        assert await store.compaction_floors("ns", ["todos", "notes"]) == {"todos": 0, "notes": 0}
+        report = await run_retention(store, settings, now=start + 101)
+        assert report.dropped == 1
+        # the delete is gone; where it was, the resource's floor: a pull below it reads it
+        assert await store.changes_since("ns", {"todos": 0}, 10) == [
+            Change(2, "todos", "b", "insert", {"id": "b", "title": "b"}),
+            Change(4, "todos", EXPIRE_ID, "expire", None),
+        ]
+        assert await store.changes_since("ns", {"todos": 4}, 10) == []
+        assert await store.compaction_floors("ns", ["todos", "notes"]) == {"todos": 4, "notes": 0}
+        assert await store.compaction_floors("other", ["todos"]) == {"todos": 0}
+        assert await store.latest_seq("ns", ["todos"]) == {"todos": 4}  # a clone's cursor
+        # a record re-created after its delete keeps its history; its old delete goes by
+        # compaction, never as a tombstone (the floor does not move)
+        await store.apply_push(
+            "ns", "c", [pending("delete", "b"), pending("insert", "b", {}, mid="again")]
+        )
+        await run_retention(store, settings, now=start + 300)
+        assert await store.compaction_floors("ns", ["todos"]) == {"todos": 4}
+        assert [(c.op, c.id) for c in await store.changes_since("ns", {"todos": 4}, 10)] == [
+            ("insert", "b")
+        ]
+        # a later drop moves the floor: still one expire row per resource
+        await store.apply_push(
+            "ns",
+            "c",
+            [pending("delete", "b", mid="gone"), pending("delete", "n", resource="notes")],
+        )
+        await run_retention(store, settings, now=start + 500)  # marks where they stand
+        await run_retention(store, settings, now=start + 601)
+        assert await store.compaction_floors("ns", ["todos", "notes"]) == {"todos": 7, "notes": 8}
+        rows = await store.changes_since("ns", {"todos": 0, "notes": 0}, 10)
+        assert [(c.seq, c.resource, c.op) for c in rows] == [
+            (7, "todos", "expire"),
+            (8, "notes", "expire"),
+        ]
+
+    async def test_retention_while_clients_write_and_pull_keeps_every_reader_correct(
+        self, store: ServerStore
+    ) -> None:
+        ids = [f"r{i}" for i in range(5)]
+        await store.apply_push("ns", "w", [pending("insert", i, {"title": i}) for i in ids])
+        settings = RetentionSettings(change_log_horizon=0, tombstone_ttl=10**6)
+        written = anyio.Event()
+        runs = 0
+        view: dict[str, dict[str, Any]] = {}
+        cursor = 0
+
+        async def writer() -> None:
+            for n in range(80):
+                merge = pending("merge", ids[n % 5], {"rank": n}, mid=f"m{n}")
+                await store.apply_push("ns", "w", [merge])
+                if n % 20 == 10:  # a delete and a re-creation now and then
+                    again = pending("insert", ids[0], {"title": f"again {n}"}, mid=f"i{n}")
+                    await store.apply_push("ns", "w", [pending("delete", ids[0], mid=f"d{n}")])
+                    await store.apply_push("ns", "w", [again])
+                await anyio.lowlevel.checkpoint()
+            written.set()
+
+        async def compactor() -> None:
+            nonlocal runs
+            while not written.is_set():
+                await run_retention(store, settings, batch_size=7)
+                runs += 1
+                await anyio.lowlevel.checkpoint()
+
+        async def reader() -> None:
+            nonlocal cursor
+            while not written.is_set():
+                cursor = await _pull_page(store, view, cursor, 9)
+                await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer)
+            tg.start_soon(compactor)
+            tg.start_soon(reader)
+        assert runs > 0
+        view = await _pulled(store, view, cursor, None)
+        assert view == await self.records(store)
+        await run_retention(store, settings)
+        rows = await store.changes_since("ns", {"todos": 0}, 10_000)
+        assert len(rows) == len(ids)  # one change per record once it has all passed
+
+    # -- retention, seen by clients ----------------------------------------------------------
+
+    async def test_a_client_that_pulls_after_compaction_converges(
+        self, store: ServerStore, tmp_path: Path
+    ) -> None:
+        async with _served(store, tmp_path) as served:
+            async with served.client("a") as a, served.client("b") as b:
+                await b.table("todos").insert({"id": "t1", "title": "one"})
+                await b.table("todos").insert({"id": "t2", "title": "two"})
+                await b.sync.push()
+                await a.sync.pull()
+                for n in range(30):
+                    await b.table("todos").merge({"id": "t1", "rank": n})
+                    await b.table("todos").merge({"id": "t2", "title": f"two/{n}"})
+                    await b.sync.push()
+                await b.table("todos").replace({"id": "t3", "title": "three"})
+                await b.table("todos").delete("t2")
+                await b.sync.push()
+                settings = RetentionSettings(change_log_horizon=0, tombstone_ttl=3600)
+                assert (await run_retention(store, settings)).removed > 0
+                clones = len(served.statuses("clone"))
+                await a.sync.pull()
+                server = await self.records(store, "datafn")
+                assert await _local(a) == server and set(server) == {"t1", "t3"}
+                assert len(served.statuses("clone")) == clones  # pulled, never cloned again
+            async with served.client("c") as c:
+                await c.sync.pull()
+                assert await _local(c) == await self.records(store, "datafn")
+
+    async def test_a_client_offline_past_the_tombstone_ttl_reclones_and_keeps_its_writes(
+        self, store: ServerStore, tmp_path: Path
+    ) -> None:
+        async with (
+            _served(store, tmp_path) as served,
+            served.client("a") as a,
+            served.client("b") as b,
+        ):
+            for i in range(5):
+                await b.table("todos").insert({"id": f"t{i}", "title": str(i)})
+            await b.table("notes").insert({"id": "n1", "body": "kept"})
+            await b.sync.push()
+            await a.sync.pull()
+            # a is offline: it writes locally while b deletes and updates
+            await a.table("todos").insert({"id": "a-offline", "title": "written offline"})
+            await a.table("todos").merge({"id": "t2", "title": "a's title"})
+            await b.table("todos").delete("t1")
+            await b.table("todos").merge({"id": "t3", "title": "b's title"})
+            await b.table("todos").insert({"id": "t9", "title": "nine"})
+            await b.sync.push()
+            settings = RetentionSettings(change_log_horizon=0, tombstone_ttl=0)
+            assert (await run_retention(store, settings)).dropped == 1
+            pulls, clones = len(served.statuses("pull")), len(served.statuses("clone"))
+            await a.sync.sync_all()  # back online
+            assert served.statuses("pull")[pulls : pulls + 2] == [410, 200]  # expired, pulled
+            assert served.statuses("clone")[clones:] == [200]  # todos cloned again, not notes
+            assert await a.sync.pending() == []
+            server = await self.records(store, "datafn")
+            assert await _local(a) == server
+            assert "t1" not in server and server["a-offline"]["title"] == "written offline"
+            assert server["t2"]["title"] == "a's title" and server["t3"]["title"] == "b's title"
+            assert await _local(a, "notes") == await self.records(store, "datafn", "notes")
+            await b.sync.pull()
+            assert await _local(b) == server
+
+    async def test_a_deleted_record_stays_deleted_for_a_client_inside_the_tombstone_ttl(
+        self, store: ServerStore, tmp_path: Path
+    ) -> None:
+        async with (
+            _served(store, tmp_path) as served,
+            served.client("a") as a,
+            served.client("b") as b,
+        ):
+            await b.table("todos").insert({"id": "t1", "title": "doomed"})
+            await b.table("todos").insert({"id": "t2", "title": "kept"})
+            await b.sync.push()
+            await a.sync.pull()
+            assert set(await _local(a)) == {"t1", "t2"}
+            await b.table("todos").merge({"id": "t1", "rank": 1})
+            await b.table("todos").delete("t1")
+            await b.sync.push()
+            settings = RetentionSettings(change_log_horizon=0, tombstone_ttl=3600)
+            report = await run_retention(store, settings)
+            assert report.removed > 0 and report.dropped == 0
+            await a.sync.pull()
+            assert set(await _local(a)) == {"t2"} == set(await self.records(store, "datafn"))
+            assert 410 not in served.statuses("pull")
+
+
+async def _pulled(
+    store: ServerStore, view: Mapping[str, dict[str, Any]], cursor: int, until: int | None
+) -> dict[str, dict[str, Any]]:
+    """The records of ``todos`` a client holding ``view`` at ``cursor`` has after pulling (up
+    to seq ``until``), applying each page as a client does."""
+    state = {k: dict(v) for k, v in view.items()}
+    while True:
+        moved = await _pull_page(store, state, cursor, 97, until)
+        if moved == cursor:
+            return state
+        cursor = moved
+
+
+async def _pull_page(
+    store: ServerStore,
+    state: dict[str, dict[str, Any]],
+    cursor: int,
+    limit: int,
+    until: int | None = None,
+) -> int:
+    """Pull one page of ``todos`` after ``cursor`` into ``state`` as a client applies it (up
+    to seq ``until``); the new cursor."""
+    changes = await store.changes_since("ns", {"todos": cursor}, limit)
+    if until is not None:
+        changes = [c for c in changes if c.seq <= until]
+    if not changes:
+        return cursor
+    assert all(c.op != "expire" for c in changes), "a pull from above the floor read it"
+    records, merged, deleted = fold_changes(changes)
+    for record in records.get("todos", []):
+        state[record["id"]] = record
+    for delta in merged.get("todos", []):
+        state[delta["id"]] = {**state.get(delta["id"], {}), **delta}
+    for record_id in deleted.get("todos", []):
+        state.pop(record_id, None)
+    return changes[-1].seq
+
+
+async def _local(client: Any, resource: str = "todos") -> dict[str, Any]:
+    return {r["id"]: r for r in await client.table(resource).query()}
+
+
+class _Served:
+    """The server application over a store, and clients wired to it in-process."""
+
+    def __init__(self, app: Any, tmp_path: Path) -> None:
+        import httpx
+
+        self.app = app
+        self.tmp_path = tmp_path
+        self.answers: list[tuple[str, int]] = []
+        asgi = httpx.ASGITransport(app=app)
+        answers = self.answers
+
+        class Recording(httpx.AsyncBaseTransport):
+            async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+                response = await asgi.handle_async_request(request)
+                answers.append((request.url.path.rsplit("/", 1)[-1], response.status_code))
+                return response
+
+        self.transport = Recording()
+
+    def statuses(self, endpoint: str) -> list[int]:
+        """The HTTP statuses of the answers to ``endpoint``, in order."""
+        return [status for name, status in self.answers if name == endpoint]
+
+    def client(self, name: str) -> Any:
+        from datafn.builtins.client_http import HttpTransport
+        from datafn.client import Client
+
+        return Client(
+            store="memory://",
+            client_id=name,
+            schema=SCHEMA,
+            transport=HttpTransport("http://datafn.test/datafn", transport=self.transport),
+            use_env=False,
+            sync={"reconcile_on_start": False},
+        )
+
+
+@contextlib.asynccontextmanager
+async def _served(store: ServerStore, tmp_path: Path) -> AsyncIterator[_Served]:
+    from datafn.runtime import Runtime
+    from datafn.server import create_app
+
+    pyproject = tmp_path / "server-pyproject.toml"
+    pyproject.write_text('[project]\nname = "t"\n\n[tool.datafn]\n', encoding="utf-8")
+    runtime = Runtime.boot(use_env=False, pyproject=pyproject)
+    app = create_app(runtime, schema=SCHEMA, store=store)
+    async with app.router.lifespan_context(app):
+        yield _Served(app, tmp_path)

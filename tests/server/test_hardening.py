@@ -370,7 +370,7 @@ def test_connections_are_bounded(hostile_server: Callable[..., Any]) -> None:
 
 
 def test_serve_says_which_mode_it_runs_in() -> None:
-    from datafn.builtins.server_cli import describe_mode
+    from datafn.builtins.server_commands import describe_mode
 
     assert describe_mode(True).startswith("production mode")
     assert describe_mode(False).startswith("development mode")

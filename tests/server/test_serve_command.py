@@ -82,3 +82,24 @@ def test_serve_on_an_unreachable_database_is_one_line_and_serves_nothing(tmp_pat
         f"Error: cannot connect to postgresql+psycopg://postgres:***@127.0.0.1:{port}/test: "
         "connection refused"
     ]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_names_its_postgresql_database_with_the_password_masked(
+    tmp_path: Path, postgres_url: str, workers: int
+) -> None:
+    from datafn.testing.process import ServerProcess
+
+    (tmp_path / "schema.json").write_text(json.dumps(SCHEMA))
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.datafn.server]\nnotification-bus = "postgresql"\n'
+    )
+    url = postgres_url.replace("postgres@", "postgres:s3cret-pw@")  # trust: any password
+    with ServerProcess(
+        tmp_path / "schema.json", database=url, cwd=tmp_path, workers=workers
+    ) as server:
+        assert httpx.get(f"{server.remote}/health", timeout=5).json() == {"ok": True}
+    log = server.log_path.read_text()
+    masked = url.replace("s3cret-pw", "***")
+    assert f"(store: {masked})" in log
+    assert "s3cret-pw" not in log

@@ -138,6 +138,10 @@ def resource_refs(phase: str, payload: dict[str, Any]) -> Iterator[tuple[Any, st
     elif phase == "reconcile":
         for index, name in enumerate(_list(payload.get("resources"))):
             yield name, f"resources[{index}]"
+        for form in ("digest", "fetch"):  # the content forms name one resource each
+            spec = payload.get(form)
+            if isinstance(spec, dict) and "resource" in spec:
+                yield spec["resource"], f"{form}.resource"
     elif phase == "seed":
         for name in _dict(payload.get("data")):
             yield name, f"data.{name}"

@@ -18,6 +18,7 @@ from typing import Any
 
 from datafn import Config, ConfigError, SchemaError, SyncContext, hookimpl
 from datafn.config import SettingsRegistry
+from datafn.models import is_import_path
 from datafn.schema import Schema, load_schema
 from datafn_guard.checks import (
     GuardVeto,
@@ -133,10 +134,15 @@ def _schema(config: Config, settings: GuardSettings, project_dir: Path | None) -
                 "needs a schema: set `schema` in [tool.datafn]", key=f"{KEY}.validate-schema"
             )
         return None
-    if isinstance(source, str) and project_dir is not None and not Path(source).is_absolute():
+    if (
+        isinstance(source, str)
+        and project_dir is not None
+        and not is_import_path(source)
+        and not Path(source).is_absolute()
+    ):
         source = project_dir / source
     try:
-        return load_schema(source)
+        return load_schema(source, base_dir=project_dir or config.base_dir)
     except SchemaError as exc:
         raise ConfigError(f"the schema cannot be loaded: {exc}", key="tool.datafn.schema") from exc
 

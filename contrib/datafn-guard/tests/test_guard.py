@@ -81,6 +81,12 @@ async def test_resources_are_allowed_per_side_with_the_path(datafn_project: Data
     pull = {"clientId": "c1", "cursors": {"todos": "0", "notes": "0"}}
     assert (await vetoed(datafn_project, "pull", pull, SERVER)).path == "cursors.notes"
     await passes(datafn_project, "push", payload, CLIENT)
+    # reconcile's content forms name their resource too: no way around the list
+    for form in ("digest", "fetch"):
+        body = {"clientId": "c1", form: {"resource": "notes", "ranges": [{}]}}
+        assert (await vetoed(datafn_project, "reconcile", body, SERVER)).path == f"{form}.resource"
+        body[form]["resource"] = "todos"
+        await passes(datafn_project, "reconcile", body, SERVER)
 
 
 async def test_batch_and_payload_limits(datafn_project: DatafnProject) -> None:

@@ -7,14 +7,16 @@ Tables (every row carries its namespace):
   ``(namespace, resource, seq)`` for pulls;
 - ``datafn_idempotency``: ``(namespace, client_id, mutation_id)`` → the mutation's outcome;
 - ``datafn_counters``: the seq counter of each namespace;
-- ``datafn_meta``: the store's format version.
+- ``datafn_meta``: the store's format version;
+- ``datafn_marks``, ``datafn_retention``, ``datafn_floors``: retention's time marks, walk
+  positions and compaction floors per namespace (docs/server.md, "Retention").
 
 Tables and columns that are missing are created on open (a new resource gets its table; a
 newer store version adds its columns); nothing is ever dropped.
 
 A write (push or seed) runs in one transaction that first takes the namespace's seq lock and
 keeps it until it commits: ``BEGIN IMMEDIATE`` on SQLite (one writer per database, across
-processes), ``SELECT … FOR UPDATE`` of the counter row on PostgreSQL (one writer per
+processes), the row lock of the namespace's counter row on PostgreSQL (one writer per
 namespace, across processes and machines). Commits therefore happen in seq order, which is the
 protocol's visibility rule. The synchronous engine runs in worker threads, except the short
 reads of a pull or a cursor lookup on an SQLite file: those run on the calling thread (see
@@ -41,8 +43,24 @@ from sqlalchemy.pool import StaticPool
 
 from datafn.errors import ConfigError, StoreError
 from datafn.schema import Schema
-from datafn.server.mutations import plan_push, plan_seed, touched_keys
-from datafn.server.store import Change, PendingMutation, PushOutcome, RecordTexts, ServerStore
+from datafn.server.mutations import (
+    MAX_CONFLICT_HISTORY,
+    RecordHistory,
+    history_wanted,
+    plan_push,
+    plan_seed,
+    touched_keys,
+)
+from datafn.server.retention import plan_compaction
+from datafn.server.store import (
+    EXPIRE_ID,
+    Change,
+    CompactionStep,
+    PendingMutation,
+    PushOutcome,
+    RecordTexts,
+    ServerStore,
+)
 
 __all__ = ["FORMAT_VERSION", "SqlServerStore", "records_table_name"]
 
@@ -80,6 +98,9 @@ class _Tables:
         self.metadata = sa.MetaData()
         # Ids sort by code point everywhere: "C" collation on PostgreSQL, BINARY on SQLite.
         id_type = sa.Text(collation="C") if dialect == "postgresql" else sa.Text()
+        # Keys of the hot tables compare bytewise too on PostgreSQL (cheaper index inserts and
+        # probes than a locale's collation; tables created by an older version keep theirs).
+        key_type = id_type
         self.meta = sa.Table(
             "datafn_meta",
             self.metadata,
@@ -89,35 +110,63 @@ class _Tables:
         self.counters = sa.Table(
             "datafn_counters",
             self.metadata,
-            sa.Column("namespace", sa.Text, primary_key=True),
+            sa.Column("namespace", key_type, primary_key=True),
             sa.Column("seq", sa.BigInteger, nullable=False),
         )
         self.changes = sa.Table(
             "datafn_changes",
             self.metadata,
-            sa.Column("namespace", sa.Text, primary_key=True),
+            sa.Column("namespace", key_type, primary_key=True),
             sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
-            sa.Column("resource", sa.Text, nullable=False),
+            sa.Column("resource", key_type, nullable=False),
             sa.Column("record_id", id_type, nullable=False),
             sa.Column("op", sa.Text, nullable=False),
             sa.Column("data", sa.Text, nullable=True),
+            # provenance: the pushing client (NULL for seeds and rows older than the column)
+            # and the conflict the change overwrote, as JSON
+            sa.Column("client_id", key_type, nullable=True),
+            sa.Column("conflict", sa.Text, nullable=True),
             sa.Index("datafn_changes_by_resource", "namespace", "resource", "seq"),
+            # retention: a record's rows before or after a seq
+            sa.Index("datafn_changes_by_record", "namespace", "resource", "record_id", "seq"),
         )
         self.idempotency = sa.Table(
             "datafn_idempotency",
             self.metadata,
-            sa.Column("namespace", sa.Text, primary_key=True),
-            sa.Column("client_id", sa.Text, primary_key=True),
-            sa.Column("mutation_id", sa.Text, primary_key=True),
+            sa.Column("namespace", key_type, primary_key=True),
+            sa.Column("client_id", key_type, primary_key=True),
+            sa.Column("mutation_id", key_type, primary_key=True),
             sa.Column("outcome", sa.Text, nullable=False),
             sa.Column("created_at", sa.Float, nullable=True),
+            sa.Index("datafn_idempotency_by_age", "created_at"),
+        )
+        self.marks = sa.Table(
+            "datafn_marks",
+            self.metadata,
+            sa.Column("namespace", sa.Text, primary_key=True),
+            sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+            sa.Column("at", sa.Float, nullable=False),
+        )
+        self.retention = sa.Table(
+            "datafn_retention",
+            self.metadata,
+            sa.Column("namespace", sa.Text, primary_key=True),
+            sa.Column("compacted_to", sa.BigInteger, nullable=False),
+            sa.Column("tombstones_to", sa.BigInteger, nullable=False),
+        )
+        self.floors = sa.Table(
+            "datafn_floors",
+            self.metadata,
+            sa.Column("namespace", sa.Text, primary_key=True),
+            sa.Column("resource", sa.Text, primary_key=True),
+            sa.Column("seq", sa.BigInteger, nullable=False),
         )
         self.records: dict[str, sa.Table] = {}
         for resource in schema.resources:
             self.records[resource.name] = sa.Table(
                 records_table_name(resource.name),
                 self.metadata,
-                sa.Column("namespace", sa.Text, primary_key=True),
+                sa.Column("namespace", key_type, primary_key=True),
                 sa.Column("id", id_type, primary_key=True),
                 sa.Column("data", sa.Text, nullable=False),
                 sa.Column("seq", sa.BigInteger, nullable=False),
@@ -131,6 +180,42 @@ class _Tables:
 REPLAYS_SQL_POSTGRESQL = (
     "SELECT u.mid, (SELECT outcome FROM datafn_idempotency WHERE namespace = %(ns)s "
     "AND client_id = %(client)s AND mutation_id = u.mid) FROM unnest(%(mids)s::text[]) AS u(mid)"
+)
+
+
+_HISTORY_COLUMNS = "seq, resource, record_id, op, data, client_id, conflict"
+
+#: Conflict detection on PostgreSQL: per (resource, record id, base) of a batch, the record's
+#: latest change-log rows above the base, newest first, one backward walk of
+#: ``datafn_changes_by_record`` each (a lateral subquery with a LIMIT stays a nested loop of
+#: index walks whatever the statistics say), in one statement.
+HISTORY_SQL_POSTGRESQL = (
+    "SELECT c.seq, c.resource, c.record_id, c.op, c.data, c.client_id, c.conflict "
+    "FROM unnest(%(res)s::text[], %(ids)s::text[], %(bases)s::bigint[]) "
+    "AS k(resource, record_id, base) "
+    f"CROSS JOIN LATERAL (SELECT {_HISTORY_COLUMNS} FROM datafn_changes d "
+    "WHERE d.namespace = %(ns)s AND d.resource = k.resource "
+    'AND d.record_id = k.record_id COLLATE "C" AND d.seq > k.base '
+    f"ORDER BY d.seq DESC LIMIT {MAX_CONFLICT_HISTORY + 1}) AS c"
+)
+
+
+#: Planner settings of the store's PostgreSQL sessions. Every hot read is a walk of an index
+#: in its order (a clone page by primary key, a pull by ``(namespace, resource, seq)``, the
+#: latest seq of a resource backwards) or a primary-key probe. With statistics that are stale
+#: (a table that grew since the last ANALYZE looks tiny) the planner may prefer a bitmap scan
+#: of every matching row plus a sort, which reads the whole table for each page: a clone then
+#: costs O(n²). Sorts and bitmap scans are disabled (still used when no other plan exists),
+#: so the plans stay the index walks whatever the statistics say. JIT is off: a plan that
+#: keeps a disabled step (the sort of a short result) is costed high enough to be compiled,
+#: which takes longer than running it.
+PLANNER_OPTIONS_POSTGRESQL = "-c enable_sort=off -c enable_bitmapscan=off -c jit=off"
+
+#: Creates the namespace's counter row when missing and locks it until the transaction ends
+#: (the no-op update takes the row lock as ``SELECT … FOR UPDATE`` would), in one statement.
+LOCK_COUNTER_SQL_POSTGRESQL = (
+    "INSERT INTO datafn_counters AS c (namespace, seq) VALUES (%(ns)s, 0) "
+    "ON CONFLICT (namespace) DO UPDATE SET seq = c.seq RETURNING seq"
 )
 
 
@@ -207,6 +292,7 @@ class SqlServerStore(ServerStore):
                 pool_size=self.pool_size,
                 max_overflow=0,
                 pool_timeout=60,
+                connect_args={"options": PLANNER_OPTIONS_POSTGRESQL},
             )
         try:
             self._migrate(engine)
@@ -223,6 +309,11 @@ class SqlServerStore(ServerStore):
             if self.dialect == "postgresql":
                 # Several servers may start at once: serialise the DDL.
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7406318)")
+                # The reflection below reads the system catalogs, which the session's
+                # planner options (made for the store's own tables) would make look costly
+                # enough to be JIT-compiled: about a second for each of its queries.
+                for setting in ("enable_sort = on", "enable_bitmapscan = on", "jit = off"):
+                    conn.exec_driver_sql(f"SET LOCAL {setting}")
             tables.metadata.create_all(conn, checkfirst=True)
             inspector = sa.inspect(conn)
             for table in tables.metadata.sorted_tables:
@@ -245,6 +336,30 @@ class SqlServerStore(ServerStore):
                     f"the database was written by a newer datafn-sqlmodel (format {found}); "
                     "upgrade datafn-sqlmodel"
                 )
+
+    async def check_ready(self) -> None:
+        await self._run(self._check_ready)
+
+    def _check_ready(self) -> None:
+        """The layout is this version's and every table answers with all its columns (no row
+        is read). A pooled connection the database dropped is replaced once (a restarted
+        PostgreSQL is ready on the first check after it is back)."""
+        for attempt in range(2):
+            try:
+                with self._read() as conn:
+                    found = conn.execute(
+                        sa.select(self.tables.meta.c.value).where(
+                            self.tables.meta.c.key == "format"
+                        )
+                    ).scalar()
+                    if found != str(FORMAT_VERSION):
+                        raise StoreError("the store's tables are not in place")
+                    for table in self.tables.metadata.sorted_tables:
+                        conn.execute(sa.select(*table.columns).where(sa.false())).close()
+                return
+            except sa.exc.DBAPIError as exc:
+                if attempt or not exc.connection_invalidated:
+                    raise
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(functools.partial(func, *args), limiter=self._limiter)
@@ -283,7 +398,13 @@ class SqlServerStore(ServerStore):
         return self._engine
 
     def _read(self) -> Connection:
-        return self.engine.connect()
+        conn = self.engine.connect()
+        if self.dialect == "postgresql":
+            # Every read statement is a snapshot of its own anyway (READ COMMITTED): in
+            # autocommit, psycopg sends no BEGIN and the connection's return no ROLLBACK,
+            # two round trips of the three an empty pull's read cost.
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+        return conn
 
     def _records(self, resource: str) -> sa.Table:
         try:
@@ -309,15 +430,9 @@ class SqlServerStore(ServerStore):
 
     def _lock_counter(self, conn: Connection, namespace: str) -> int:
         if self.dialect == "postgresql":
-            conn.exec_driver_sql(
-                "INSERT INTO datafn_counters (namespace, seq) VALUES (%(ns)s, 0) "
-                "ON CONFLICT (namespace) DO NOTHING",
-                {"ns": namespace},
-            )
-            row = conn.exec_driver_sql(
-                "SELECT seq FROM datafn_counters WHERE namespace = %(ns)s FOR UPDATE",
-                {"ns": namespace},
-            ).scalar_one()
+            # one round trip: the no-op update locks the row (created when missing) until
+            # the transaction ends, like SELECT … FOR UPDATE
+            row = conn.exec_driver_sql(LOCK_COUNTER_SQL_POSTGRESQL, {"ns": namespace}).scalar_one()
         else:  # BEGIN IMMEDIATE already holds the database's write lock
             conn.exec_driver_sql(
                 "INSERT OR IGNORE INTO datafn_counters (namespace, seq) VALUES (?, 0)",
@@ -336,26 +451,48 @@ class SqlServerStore(ServerStore):
         )
 
     def _load(
-        self, conn: Connection, namespace: str, keys: Mapping[str, set[str]]
+        self,
+        conn: Connection,
+        namespace: str,
+        keys: Mapping[str, set[str]],
+        record_seqs: dict[tuple[str, str], int] | None = None,
     ) -> dict[tuple[str, str], dict[str, Any] | None]:
+        """The stored records of ``keys``; with ``record_seqs``, their seqs too (same
+        statements) into it."""
         existing: dict[tuple[str, str], dict[str, Any] | None] = {}
         for resource, ids in keys.items():
             table = self._records(resource).name
             id_list = list(ids)
+            if self.dialect == "postgresql":
+                rows = conn.exec_driver_sql(
+                    self._load_sql_postgresql(resource, with_seq=record_seqs is not None),
+                    {"ns": namespace, "ids": id_list},
+                )
+                for record_id, data, *seq in rows:
+                    if data is not None:
+                        existing[(resource, record_id)] = orjson.loads(data)
+                        if record_seqs is not None:
+                            record_seqs[(resource, record_id)] = int(seq[0])
+                continue
+            columns = "id, data, seq" if record_seqs is not None else "id, data"
             for start in range(0, len(id_list), 500):
                 params: dict[str, Any] = {"ns": namespace}
                 among = self._among("id", id_list[start : start + 500], params)
                 rows = conn.exec_driver_sql(
-                    f'SELECT id, data FROM "{table}" '
+                    f'SELECT {columns} FROM "{table}" '
                     f"WHERE namespace = {self._param('ns')} AND id {among}",
                     params,
                 )
-                for record_id, data in rows:
+                for record_id, data, *seq in rows:
                     existing[(resource, record_id)] = orjson.loads(data)
+                    if record_seqs is not None:
+                        record_seqs[(resource, record_id)] = int(seq[0])
         return existing
 
     # Bulk writes are one statement per table: executemany of a prepared statement on SQLite,
-    # arrays through unnest() on PostgreSQL (one round trip instead of one per row).
+    # COPY on PostgreSQL (about three times faster than INSERT … SELECT FROM unnest(…) of the
+    # same rows); updates by primary key are an executemany there too, which psycopg sends
+    # in one pipeline.
 
     def _param(self, name: str) -> str:
         return f"%({name})s" if self.dialect == "postgresql" else f":{name}"
@@ -382,7 +519,9 @@ class SqlServerStore(ServerStore):
         if not rows:
             return
         names = ", ".join(["namespace", *columns])
-        if self.dialect == "postgresql":
+        if self.dialect == "postgresql" and not conflict:
+            self._copy(conn, table, names, namespace, rows)
+        elif self.dialect == "postgresql":
             arrays = ", ".join(f"%(c{i})s::{kind}[]" for i, kind in enumerate(types))
             alias = ", ".join(f"c{i}" for i in range(len(columns)))
             params: dict[str, Any] = {"ns": namespace}
@@ -400,23 +539,73 @@ class SqlServerStore(ServerStore):
                 [(namespace, *row) for row in rows],
             )
 
+    def _copy(
+        self, conn: Connection, table: str, names: str, namespace: str, rows: list[tuple[Any, ...]]
+    ) -> None:
+        """``COPY table (names) FROM STDIN`` of ``(namespace, *row)`` for each row (PostgreSQL),
+        on the connection's open transaction."""
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            with cursor.copy(f'COPY "{table}" ({names}) FROM STDIN') as copy:
+                write = copy.write_row
+                for row in rows:
+                    write((namespace, *row))
+        finally:
+            cursor.close()
+
     def _write_records(
         self,
         conn: Connection,
         namespace: str,
         writes: Mapping[tuple[str, str], dict[str, Any] | None],
         seqs: Mapping[tuple[str, str], int],
+        *,
+        existing: Mapping[tuple[str, str], Any] | None = None,
+        texts: Mapping[tuple[str, str], tuple[Any, str]] | None = None,
     ) -> None:
+        """Write the final state of each record of ``writes`` (None: delete it).
+
+        :param existing: the records stored when the transaction (holding the namespace lock)
+            began, when known: then a new record is inserted and a stored one updated (COPY
+            and primary-key updates on PostgreSQL) instead of an upsert of each.
+        :param texts: per key, a record object and its JSON text already made (by
+            :meth:`_log`), reused when the record written is that object.
+        """
         upserts: dict[str, list[tuple[Any, ...]]] = {}
+        inserts: dict[str, list[tuple[Any, ...]]] = {}
+        updates: dict[str, list[tuple[Any, ...]]] = {}
         deletes: dict[str, list[str]] = {}
         dumps = orjson.dumps
-        for (resource, record_id), record in writes.items():
+        known = texts or {}
+        for key, record in writes.items():
+            resource, record_id = key
             if record is None:
-                deletes.setdefault(resource, []).append(record_id)
+                if existing is None or key in existing:
+                    deletes.setdefault(resource, []).append(record_id)
+                continue
+            made = known.get(key)
+            text = made[1] if made is not None and made[0] is record else dumps(record).decode()
+            row = (record_id, text, seqs[key])
+            if existing is None:
+                upserts.setdefault(resource, []).append(row)
+            elif key in existing:
+                updates.setdefault(resource, []).append(row)
             else:
-                upserts.setdefault(resource, []).append(
-                    (record_id, dumps(record).decode(), seqs[(resource, record_id)])
-                )
+                inserts.setdefault(resource, []).append(row)
+        p = self._param
+        for resource, rows in inserts.items():
+            self._bulk_insert(
+                conn, self._records(resource).name, ("id", "data", "seq"), (), namespace, rows
+            )
+        for resource, rows in updates.items():
+            conn.exec_driver_sql(
+                f'UPDATE "{self._records(resource).name}" SET data = {p("data")}, '
+                f"seq = {p('seq')} WHERE namespace = {p('ns')} AND id = {p('id')}",
+                [
+                    {"data": text, "seq": seq, "ns": namespace, "id": record_id}
+                    for record_id, text, seq in rows
+                ],
+            )
         for resource, rows in upserts.items():
             self._bulk_insert(
                 conn,
@@ -430,32 +619,47 @@ class SqlServerStore(ServerStore):
             )
         for resource, ids in deletes.items():
             table = self._records(resource).name
-            if self.dialect == "postgresql":
-                conn.exec_driver_sql(
-                    f'DELETE FROM "{table}" WHERE namespace = %(ns)s AND id = ANY(%(ids)s::text[])',
-                    {"ns": namespace, "ids": ids},
-                )
-            else:
-                conn.exec_driver_sql(
-                    f'DELETE FROM "{table}" WHERE namespace = ? AND id = ?',
-                    [(namespace, record_id) for record_id in ids],
-                )
+            # one primary-key delete per id (one pipeline on PostgreSQL)
+            conn.exec_driver_sql(
+                f'DELETE FROM "{table}" WHERE namespace = {p("ns")} AND id = {p("id")}',
+                [{"ns": namespace, "id": record_id} for record_id in ids],
+            )
 
     def _log(
-        self, conn: Connection, namespace: str, changes: Sequence[Change]
+        self,
+        conn: Connection,
+        namespace: str,
+        changes: Sequence[Change],
+        texts: dict[tuple[str, str], tuple[Any, str]] | None = None,
     ) -> dict[tuple[str, str], int]:
+        """Append ``changes`` to the change log; answers the last seq of each key. ``texts``
+        receives, per key, the last change's data and its JSON text (see _write_records)."""
         seqs: dict[tuple[str, str], int] = {}
         rows = []
         dumps = orjson.dumps
         for change in changes:
-            seqs[(change.resource, change.id)] = change.seq
+            key = (change.resource, change.id)
+            seqs[key] = change.seq
             data = None if change.data is None else dumps(change.data).decode()
-            rows.append((change.seq, change.resource, change.id, change.op, data))
+            if texts is not None and data is not None:
+                texts[key] = (change.data, data)
+            conflict = None if change.conflict is None else dumps(change.conflict).decode()
+            rows.append(
+                (
+                    change.seq,
+                    change.resource,
+                    change.id,
+                    change.op,
+                    data,
+                    change.client_id,
+                    conflict,
+                )
+            )
         self._bulk_insert(
             conn,
             "datafn_changes",
-            ("seq", "resource", "record_id", "op", "data"),
-            ("bigint", "text", "text", "text", "text"),
+            ("seq", "resource", "record_id", "op", "data", "client_id", "conflict"),
+            ("bigint", "text", "text", "text", "text", "text", "text"),
             namespace,
             rows,
         )
@@ -464,32 +668,39 @@ class SqlServerStore(ServerStore):
     def _apply_push(
         self, namespace: str, client_id: str, mutations: Sequence[PendingMutation]
     ) -> PushOutcome:
-        p = self._param
-
         def work(conn: Connection) -> PushOutcome:
-            before = self._lock_counter(conn, namespace)
             mids = list({m.mutation_id for m in mutations})
-            replays: dict[str, Any] = {}
-            for start in range(0, len(mids), 500):
-                params: dict[str, Any] = {"ns": namespace, "client": client_id}
-                if self.dialect == "postgresql":
-                    params["mids"] = mids[start : start + 500]
-                    sql = REPLAYS_SQL_POSTGRESQL
-                else:
-                    among = self._among("mid", mids[start : start + 500], params)
-                    sql = (
-                        "SELECT mutation_id, outcome FROM datafn_idempotency "
-                        f"WHERE namespace = {p('ns')} AND client_id = {p('client')} "
-                        f"AND mutation_id {among}"
-                    )
-                rows = conn.exec_driver_sql(sql, params)
-                replays.update(
-                    {mid: orjson.loads(outcome) for mid, outcome in rows if outcome is not None}
+            keys = touched_keys(mutations)
+            # the records' seqs are read with them only when a mutation has a baseSeq
+            record_seqs: dict[tuple[str, str], int] | None = (
+                {} if any(m.base_seq is not None for m in mutations) else None
+            )
+            if self.dialect == "postgresql":
+                before, replays, existing = self._read_push_postgresql(
+                    conn, namespace, client_id, mids, keys, record_seqs
                 )
-            existing = self._load(conn, namespace, touched_keys(mutations))
-            plan = plan_push(self.schema, mutations, existing=existing, replays=replays, seq=before)
-            seqs = self._log(conn, namespace, plan.changes)
-            self._write_records(conn, namespace, plan.writes, seqs)
+            else:
+                before = self._lock_counter(conn, namespace)
+                replays, existing = self._read_push_sqlite(
+                    conn, namespace, client_id, mids, keys, record_seqs
+                )
+            history = None
+            if record_seqs is not None:
+                wanted = history_wanted(mutations, existing, record_seqs)
+                history = self._history(conn, namespace, wanted) if wanted else None
+            plan = plan_push(
+                self.schema,
+                mutations,
+                existing=existing,
+                replays=replays,
+                seq=before,
+                client_id=client_id,
+                history=history,
+                rules=self.conflict_rules,
+            )
+            texts: dict[tuple[str, str], tuple[Any, str]] = {}
+            seqs = self._log(conn, namespace, plan.changes, texts)
+            self._write_records(conn, namespace, plan.writes, seqs, existing=existing, texts=texts)
             now = time.time()
             self._bulk_insert(
                 conn,
@@ -504,9 +715,130 @@ class SqlServerStore(ServerStore):
             )
             if plan.last_seq != before:
                 self._set_counter(conn, namespace, plan.last_seq)
-            return PushOutcome(plan.results, before, plan.last_seq, plan.cursors)
+            return PushOutcome(plan.results, before, plan.last_seq, plan.cursors, plan.conflicts)
 
         return self._write(work)
+
+    def _read_push_postgresql(
+        self,
+        conn: Connection,
+        namespace: str,
+        client_id: str,
+        mids: list[str],
+        keys: Mapping[str, set[str]],
+        record_seqs: dict[tuple[str, str], int] | None = None,
+    ) -> tuple[int, dict[str, Any], dict[tuple[str, str], dict[str, Any] | None]]:
+        """Lock the namespace's counter, then read the batch's idempotency records and the
+        records it touches: three statements in one pipeline (one round trip). The reads run
+        after the lock is granted, each with a snapshot taken then. With ``record_seqs`` the
+        records' seqs are read too (same statements) into it."""
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with raw.pipeline():
+            lock = raw.execute(LOCK_COUNTER_SQL_POSTGRESQL, {"ns": namespace})
+            found = raw.execute(
+                REPLAYS_SQL_POSTGRESQL, {"ns": namespace, "client": client_id, "mids": mids}
+            )
+            loads = [
+                (
+                    resource,
+                    raw.execute(
+                        self._load_sql_postgresql(resource, with_seq=record_seqs is not None),
+                        {"ns": namespace, "ids": list(ids)},
+                    ),
+                )
+                for resource, ids in keys.items()
+            ]
+        row = lock.fetchone()
+        assert row is not None
+        loads_json = orjson.loads
+        replays = {mid: loads_json(text) for mid, text in found if text is not None}
+        existing: dict[tuple[str, str], dict[str, Any] | None] = {}
+        for resource, cursor in loads:
+            for record_id, data, *seq in cursor:
+                if data is not None:
+                    existing[(resource, record_id)] = loads_json(data)
+                    if record_seqs is not None:
+                        record_seqs[(resource, record_id)] = int(seq[0])
+        return int(row[0]), replays, existing
+
+    def _load_sql_postgresql(self, resource: str, *, with_seq: bool) -> str:
+        """The records of ``ids`` (and their seqs): one primary-key probe per id whatever the
+        statistics say (see REPLAYS_SQL_…; ``LIMIT 1`` keeps the lateral subquery a probe)."""
+        table = self._records(resource).name
+        if not with_seq:
+            return (
+                f'SELECT u.id, (SELECT data FROM "{table}" WHERE namespace = %(ns)s '
+                "AND id = u.id) FROM unnest(%(ids)s::text[]) AS u(id)"
+            )
+        return (
+            "SELECT u.id, r.data, r.seq FROM unnest(%(ids)s::text[]) AS u(id) "
+            f'LEFT JOIN LATERAL (SELECT data, seq FROM "{table}" WHERE namespace = %(ns)s '
+            "AND id = u.id LIMIT 1) AS r ON true"
+        )
+
+    def _history(
+        self, conn: Connection, namespace: str, wanted: Mapping[tuple[str, str], int]
+    ) -> dict[tuple[str, str], RecordHistory]:
+        """Per key of ``wanted``, the record's latest change-log rows above its base, newest
+        first, at most MAX_CONFLICT_HISTORY (walks of ``datafn_changes_by_record``; one
+        statement for the batch on PostgreSQL). Read only for writes whose base is below their
+        record's seq: the rare path."""
+        keys = list(wanted)
+        found: dict[tuple[str, str], list[Change]] = {key: [] for key in keys}
+        if self.dialect == "postgresql":
+            rows = conn.exec_driver_sql(
+                HISTORY_SQL_POSTGRESQL,
+                {
+                    "ns": namespace,
+                    "res": [k[0] for k in keys],
+                    "ids": [k[1] for k in keys],
+                    "bases": [wanted[k] for k in keys],
+                },
+            ).fetchall()
+            for row in rows:  # newest first per key (the lateral subquery's order)
+                found[(row[1], row[2])].append(_change_of(row))
+        else:
+            sql = (
+                f"SELECT {_HISTORY_COLUMNS} FROM datafn_changes WHERE namespace = ? "
+                "AND resource = ? AND record_id = ? AND seq > ? "
+                f"ORDER BY seq DESC LIMIT {MAX_CONFLICT_HISTORY + 1}"
+            )
+            for key in keys:
+                rows = conn.exec_driver_sql(sql, (namespace, *key, wanted[key])).fetchall()
+                found[key] = [_change_of(row) for row in rows]
+        return {
+            key: RecordHistory(
+                sorted(changes, key=lambda c: -c.seq)[:MAX_CONFLICT_HISTORY],
+                complete=len(changes) <= MAX_CONFLICT_HISTORY,
+            )
+            for key, changes in found.items()
+        }
+
+    def _read_push_sqlite(
+        self,
+        conn: Connection,
+        namespace: str,
+        client_id: str,
+        mids: list[str],
+        keys: Mapping[str, set[str]],
+        record_seqs: dict[tuple[str, str], int] | None = None,
+    ) -> tuple[dict[str, Any], dict[tuple[str, str], dict[str, Any] | None]]:
+        p = self._param
+        replays: dict[str, Any] = {}
+        for start in range(0, len(mids), 500):
+            params: dict[str, Any] = {"ns": namespace, "client": client_id}
+            among = self._among("mid", mids[start : start + 500], params)
+            rows = conn.exec_driver_sql(
+                "SELECT mutation_id, outcome FROM datafn_idempotency "
+                f"WHERE namespace = {p('ns')} AND client_id = {p('client')} "
+                f"AND mutation_id {among}",
+                params,
+            )
+            replays.update(
+                {mid: orjson.loads(outcome) for mid, outcome in rows if outcome is not None}
+            )
+        return replays, self._load(conn, namespace, keys, record_seqs)
 
     async def apply_push(
         self, namespace: str, client_id: str, mutations: Sequence[PendingMutation]
@@ -519,8 +851,11 @@ class SqlServerStore(ServerStore):
             keys = {resource: {r["id"] for r in records} for resource, records in data.items()}
             existing = self._load(conn, namespace, keys)
             plan = plan_seed(data, existing=existing, seq=before)
-            seqs = self._log(conn, namespace, plan.changes)
-            self._write_records(conn, namespace, dict(plan.writes), seqs)
+            texts: dict[tuple[str, str], tuple[Any, str]] = {}
+            seqs = self._log(conn, namespace, plan.changes, texts)
+            self._write_records(
+                conn, namespace, dict(plan.writes), seqs, existing=existing, texts=texts
+            )
             if plan.last_seq != before:
                 self._set_counter(conn, namespace, plan.last_seq)
             return plan.inserted
@@ -539,13 +874,13 @@ class SqlServerStore(ServerStore):
         stmt = self._statements.get(key)
         if stmt is None:
             branches = [
-                "SELECT * FROM (SELECT seq, resource, record_id, op, data FROM datafn_changes "
-                f"WHERE namespace = :ns AND resource = :r{i} AND seq > :c{i} "
-                f"ORDER BY seq LIMIT :lim) AS q{i}"
+                "SELECT * FROM (SELECT seq, resource, record_id, op, data, client_id, conflict "
+                f"FROM datafn_changes WHERE namespace = :ns AND resource = :r{i} "
+                f"AND seq > :c{i} ORDER BY seq LIMIT :lim) AS q{i}"
                 for i in range(count)
             ]
             stmt = (
-                "SELECT seq, resource, record_id, op, data FROM ("
+                "SELECT seq, resource, record_id, op, data, client_id, conflict FROM ("
                 + " UNION ALL ".join(branches)
                 + ") AS u ORDER BY seq LIMIT :lim"
             )
@@ -564,8 +899,16 @@ class SqlServerStore(ServerStore):
         rows = conn.exec_driver_sql(self._changes_statement(len(cursors)), params).fetchall()
         loads = orjson.loads
         return [
-            Change(int(seq), resource, record_id, op, None if data is None else loads(data))
-            for seq, resource, record_id, op, data in rows
+            Change(
+                int(seq),
+                resource,
+                record_id,
+                op,
+                None if data is None else loads(data),
+                client_id,
+                None if conflict is None else loads(conflict),
+            )
+            for seq, resource, record_id, op, data, client_id, conflict in rows
         ]
 
     async def changes_since(
@@ -591,22 +934,14 @@ class SqlServerStore(ServerStore):
         *,
         with_seq: bool = False,
     ) -> tuple[int, RecordTexts]:
-        table = self._records(resource).name
-        p = self._param
         params: dict[str, Any] = {"ns": namespace, "lim": limit, "res": resource}
-        where = f"namespace = {p('ns')}"
         if after_id is not None:
-            where += f" AND id > {p('after')}"
             params["after"] = after_id
-        sql = f'SELECT id, data FROM "{table}" WHERE {where} ORDER BY id LIMIT {p("lim")}'
+        sql = self._page_sql(resource, after=after_id is not None)
         seq = 0
         with self._read() as conn:
             if with_seq:  # read first: a change the page misses is above it
-                found = conn.exec_driver_sql(
-                    f'SELECT max(seq) FROM "{self.tables.changes.name}" '
-                    f"WHERE namespace = {p('ns')} AND resource = {p('res')}",
-                    params,
-                ).scalar()
+                found = conn.exec_driver_sql(self._latest_sql(), params).scalar()
                 seq = int(found or 0)
             # Executed through SQLAlchemy (its error handling and pool invalidation), the rows
             # read as the driver gives them: the texts go into the answer as they are, with no
@@ -631,14 +966,70 @@ class SqlServerStore(ServerStore):
         _, rows = await self._run(self._clone_page, namespace, resource, after_id, limit)
         return rows
 
+    def _records_between(
+        self,
+        namespace: str,
+        resource: str,
+        after_id: str | None,
+        until_id: str | None,
+        limit: int,
+    ) -> RecordTexts:
+        table = self._records(resource).name
+        p = self._param
+        params: dict[str, Any] = {"ns": namespace, "lim": limit}
+        where = f"namespace = {p('ns')}"
+        if after_id is not None:
+            where += f" AND id > {p('after')}"
+            params["after"] = after_id
+        if until_id is not None:
+            where += f" AND id <= {p('until')}"
+            params["until"] = until_id
+        sql = f'SELECT id, data FROM "{table}" WHERE {where} ORDER BY id LIMIT {p("lim")}'
+        with self._read() as conn:
+            result = conn.exec_driver_sql(sql, params)
+            try:
+                rows = result.cursor.fetchall()
+            finally:
+                result.close()
+        return RecordTexts([row[0] for row in rows], [row[1] for row in rows])
+
+    async def records_between(
+        self,
+        namespace: str,
+        resource: str,
+        after_id: str | None,
+        until_id: str | None,
+        limit: int,
+    ) -> RecordTexts:
+        """Reconcile's range read: the clone's query, bounded above too."""
+        return await self._run(
+            self._records_between, namespace, resource, after_id, until_id, limit
+        )
+
+    def _page_sql(self, resource: str, *, after: bool) -> str:
+        """A clone page: the records of namespace ``ns`` in id order (after id ``after``), at
+        most ``lim``; a walk of the primary key."""
+        p = self._param
+        where = f"namespace = {p('ns')}" + (f" AND id > {p('after')}" if after else "")
+        return (
+            f'SELECT id, data FROM "{self._records(resource).name}" WHERE {where} '
+            f"ORDER BY id LIMIT {p('lim')}"
+        )
+
+    def _latest_sql(self) -> str:
+        """The latest seq of resource ``res``: one step backwards on
+        ``(namespace, resource, seq)`` (max() may be planned as a scan of every row of the
+        resource through another index when the statistics are stale)."""
+        p = self._param
+        return (
+            f"SELECT seq FROM datafn_changes WHERE namespace = {p('ns')} "
+            f"AND resource = {p('res')} ORDER BY seq DESC LIMIT 1"
+        )
+
     def _latest_seq(
         self, conn: Connection, namespace: str, resources: Sequence[str]
     ) -> dict[str, int]:
-        p = self._param
-        sql = (
-            "SELECT max(seq) FROM datafn_changes "
-            f"WHERE namespace = {p('ns')} AND resource = {p('res')}"
-        )
+        sql = self._latest_sql()
         out = {}
         for resource in resources:
             found = conn.exec_driver_sql(sql, {"ns": namespace, "res": resource}).scalar()
@@ -674,6 +1065,288 @@ class SqlServerStore(ServerStore):
 
     async def namespace_seq(self, namespace: str) -> int:
         return await self._read_now(self._namespace_seq, namespace)
+
+    # -- retention (docs/server.md, "Retention") ---------------------------------------------
+
+    supports_retention = True
+
+    def _prune_idempotency(self, before: float, limit: int) -> int:
+        if self.dialect == "postgresql":
+            sql = (
+                "DELETE FROM datafn_idempotency WHERE ctid = ANY(ARRAY(SELECT ctid FROM "
+                "datafn_idempotency WHERE created_at < %(before)s ORDER BY created_at "
+                "LIMIT %(lim)s))"
+            )
+        else:
+            sql = (
+                "DELETE FROM datafn_idempotency WHERE rowid IN (SELECT rowid FROM "
+                "datafn_idempotency WHERE created_at < :before ORDER BY created_at LIMIT :lim)"
+            )
+        return self._write(
+            lambda conn: int(
+                conn.exec_driver_sql(sql, {"before": before, "lim": limit}).rowcount or 0
+            )
+        )
+
+    async def prune_idempotency(self, before: float, limit: int) -> int:
+        return await self._run(self._prune_idempotency, before, limit)
+
+    def _retention_namespaces(self, after: str | None, limit: int) -> list[str]:
+        p = self._param
+        params: dict[str, Any] = {"lim": limit}
+        where = ""
+        if after is not None:
+            where = f"WHERE namespace > {p('after')} "
+            params["after"] = after
+        sql = f"SELECT namespace FROM datafn_counters {where}ORDER BY namespace LIMIT {p('lim')}"
+        with self._read() as conn:
+            return [row[0] for row in conn.exec_driver_sql(sql, params)]
+
+    async def retention_namespaces(self, after: str | None, limit: int) -> list[str]:
+        return await self._run(self._retention_namespaces, after, limit)
+
+    def _mark_horizons(self, namespace: str, now: float, ages: Sequence[float]) -> list[int]:
+        p = self._param
+
+        def work(conn: Connection) -> list[int]:
+            params: dict[str, Any] = {"ns": namespace, "now": now}
+            seq = self._namespace_seq(conn, namespace)
+            last = conn.exec_driver_sql(
+                f"SELECT max(seq) FROM datafn_marks WHERE namespace = {p('ns')}", params
+            ).scalar()
+            if last is None or int(last) != seq:
+                conn.exec_driver_sql(
+                    "INSERT INTO datafn_marks (namespace, seq, at) "
+                    f"VALUES ({p('ns')}, {p('seq')}, {p('now')}) ON CONFLICT DO NOTHING",
+                    {**params, "seq": seq},
+                )
+            answers = []
+            for age in ages:
+                found = conn.exec_driver_sql(
+                    f"SELECT max(seq) FROM datafn_marks WHERE namespace = {p('ns')} "
+                    f"AND at <= {p('before')}",
+                    {**params, "before": now - age},
+                ).scalar()
+                answers.append(int(found or 0))
+            # the marks every age has passed, but the newest of them, are no longer needed
+            oldest = {**params, "before": now - max(ages, default=0.0)}
+            conn.exec_driver_sql(
+                f"DELETE FROM datafn_marks WHERE namespace = {p('ns')} AND at <= {p('before')} "
+                f"AND seq < (SELECT max(seq) FROM datafn_marks WHERE namespace = {p('ns')} "
+                f"AND at <= {p('before')})",
+                oldest,
+            )
+            return answers
+
+        return self._write(work)
+
+    async def mark_horizons(self, namespace: str, now: float, ages: Sequence[float]) -> list[int]:
+        return await self._run(self._mark_horizons, namespace, now, ages)
+
+    def _retention_position(self, conn: Connection, namespace: str) -> tuple[int, int]:
+        """The walks' positions of the namespace, its row locked until the transaction ends
+        (one compaction at a time per namespace, across processes)."""
+        p = self._param
+        params = {"ns": namespace}
+        conn.exec_driver_sql(
+            "INSERT INTO datafn_retention (namespace, compacted_to, tombstones_to) "
+            f"VALUES ({p('ns')}, 0, 0) ON CONFLICT DO NOTHING",
+            params,
+        )
+        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+        row = conn.exec_driver_sql(
+            "SELECT compacted_to, tombstones_to FROM datafn_retention "
+            f"WHERE namespace = {p('ns')}{lock}",
+            params,
+        ).one()
+        return int(row[0]), int(row[1])
+
+    def _set_position(self, conn: Connection, namespace: str, column: str, seq: int) -> None:
+        p = self._param
+        conn.exec_driver_sql(
+            f"UPDATE datafn_retention SET {column} = {p('seq')} WHERE namespace = {p('ns')}",
+            {"ns": namespace, "seq": seq},
+        )
+
+    def _delete_seqs(self, conn: Connection, namespace: str, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        if self.dialect == "postgresql":
+            conn.exec_driver_sql(
+                "DELETE FROM datafn_changes WHERE namespace = %(ns)s "
+                "AND seq = ANY(%(seqs)s::bigint[])",
+                {"ns": namespace, "seqs": list(seqs)},
+            )
+        else:
+            conn.exec_driver_sql(
+                "DELETE FROM datafn_changes WHERE namespace = ? AND seq = ?",
+                [(namespace, seq) for seq in seqs],
+            )
+
+    def _previous_rows(
+        self, conn: Connection, namespace: str, keys: Sequence[tuple[str, str]], below: int
+    ) -> dict[tuple[str, str], Change]:
+        """Per (resource, id) of ``keys``, its latest change-log row below seq ``below``."""
+        if self.dialect == "postgresql":
+            rows = conn.exec_driver_sql(
+                "SELECT c.seq, c.resource, c.record_id, c.op, c.data FROM "
+                "unnest(%(res)s::text[], %(ids)s::text[]) AS k(resource, record_id) "
+                "CROSS JOIN LATERAL (SELECT seq, resource, record_id, op, data "
+                "FROM datafn_changes d WHERE d.namespace = %(ns)s AND d.resource = k.resource "
+                "AND d.op <> 'expire' "
+                'AND d.record_id = k.record_id COLLATE "C" AND d.seq < %(below)s '
+                "ORDER BY d.seq DESC LIMIT 1) AS c",
+                {
+                    "ns": namespace,
+                    "res": [k[0] for k in keys],
+                    "ids": [k[1] for k in keys],
+                    "below": below,
+                },
+            ).fetchall()
+        else:
+            rows = []
+            for resource, record_id in keys:
+                row = conn.exec_driver_sql(
+                    "SELECT seq, resource, record_id, op, data FROM datafn_changes "
+                    "WHERE namespace = ? AND resource = ? AND record_id = ? AND seq < ? "
+                    "AND op <> 'expire' ORDER BY seq DESC LIMIT 1",
+                    (namespace, resource, record_id, below),
+                ).first()
+                if row is not None:
+                    rows.append(row)
+        return {(row[1], row[2]): _change_of(row) for row in rows}
+
+    def _compact_changes(self, namespace: str, horizon: int, limit: int) -> CompactionStep:
+        p = self._param
+
+        def work(conn: Connection) -> CompactionStep:
+            start, _ = self._retention_position(conn, namespace)
+            rows = [
+                _change_of(row)
+                for row in conn.exec_driver_sql(
+                    "SELECT seq, resource, record_id, op, data FROM datafn_changes "
+                    f"WHERE namespace = {p('ns')} AND seq > {p('start')} "
+                    f"AND seq <= {p('horizon')} ORDER BY seq LIMIT {p('lim')}",
+                    {"ns": namespace, "start": start, "horizon": horizon, "lim": limit},
+                )
+            ]
+            done = len(rows) < limit
+            if not rows:
+                self._set_position(conn, namespace, "compacted_to", max(start, horizon))
+                return CompactionStep(done=True)
+            keys = list(dict.fromkeys((c.resource, c.id) for c in rows))
+            previous = self._previous_rows(conn, namespace, keys, rows[0].seq)
+            plan = plan_compaction(rows, previous)
+            if plan.rewrite:
+                conn.exec_driver_sql(
+                    f"UPDATE datafn_changes SET op = {p('op')}, data = {p('data')} "
+                    f"WHERE namespace = {p('ns')} AND seq = {p('seq')}",
+                    [
+                        {
+                            "op": c.op,
+                            "data": orjson.dumps(c.data).decode(),
+                            "ns": namespace,
+                            "seq": c.seq,
+                        }
+                        for c in plan.rewrite
+                    ],
+                )
+            self._delete_seqs(conn, namespace, plan.delete)
+            position = max(start, horizon) if done else rows[-1].seq
+            self._set_position(conn, namespace, "compacted_to", position)
+            return CompactionStep(len(rows), len(plan.delete), len(plan.rewrite), 0, done)
+
+        return self._write(work)
+
+    async def compact_changes(self, namespace: str, horizon: int, limit: int) -> CompactionStep:
+        return await self._run(self._compact_changes, namespace, horizon, limit)
+
+    def _drop_tombstones(self, namespace: str, horizon: int, limit: int) -> CompactionStep:
+        p = self._param
+
+        def work(conn: Connection) -> CompactionStep:
+            _, start = self._retention_position(conn, namespace)
+            rows = conn.exec_driver_sql(
+                "SELECT seq, resource, record_id FROM datafn_changes "
+                f"WHERE namespace = {p('ns')} AND seq > {p('start')} AND seq <= {p('horizon')} "
+                f"AND op = 'delete' ORDER BY seq LIMIT {p('lim')}",
+                {"ns": namespace, "start": start, "horizon": horizon, "lim": limit},
+            ).fetchall()
+            done = len(rows) < limit
+            dropped: list[int] = []
+            floors: dict[str, int] = {}
+            for seq, resource, record_id in rows:
+                later = conn.exec_driver_sql(
+                    "SELECT 1 FROM datafn_changes WHERE "
+                    f"namespace = {p('ns')} AND resource = {p('res')} AND record_id = {p('id')} "
+                    f"AND seq > {p('seq')} AND op <> 'expire' LIMIT 1",
+                    {"ns": namespace, "res": resource, "id": record_id, "seq": seq},
+                ).first()
+                if later is None:
+                    dropped.append(int(seq))
+                    floors[resource] = max(int(seq), floors.get(resource, 0))
+            if floors:  # the floor rises in the transaction that drops the deletes
+                before = self._floors(conn, namespace, list(floors))
+                highest = "greatest" if self.dialect == "postgresql" else "max"
+                conn.exec_driver_sql(
+                    "INSERT INTO datafn_floors (namespace, resource, seq) "
+                    f"VALUES ({p('ns')}, {p('res')}, {p('seq')}) "
+                    "ON CONFLICT (namespace, resource) DO UPDATE "
+                    f"SET seq = {highest}(datafn_floors.seq, excluded.seq)",
+                    [{"ns": namespace, "res": r, "seq": s} for r, s in floors.items()],
+                )
+                # one expire row per resource: the highest dropped delete becomes it, the
+                # previous one goes
+                conn.exec_driver_sql(
+                    f"UPDATE datafn_changes SET op = 'expire', record_id = {p('id')}, "
+                    f"data = NULL WHERE namespace = {p('ns')} AND seq = {p('seq')}",
+                    [{"ns": namespace, "seq": s, "id": EXPIRE_ID} for s in floors.values()],
+                )
+                old = [s for r, s in before.items() if 0 < s < floors[r]]
+                if old:
+                    conn.exec_driver_sql(
+                        "DELETE FROM datafn_changes WHERE "
+                        f"namespace = {p('ns')} AND seq = {p('seq')} AND op = 'expire'",
+                        [{"ns": namespace, "seq": s} for s in old],
+                    )
+            kept = set(floors.values())
+            self._delete_seqs(conn, namespace, [s for s in dropped if s not in kept])
+            position = max(start, horizon) if done else int(rows[-1][0])
+            self._set_position(conn, namespace, "tombstones_to", position)
+            return CompactionStep(len(rows), 0, 0, len(dropped), done)
+
+        return self._write(work)
+
+    async def drop_tombstones(self, namespace: str, horizon: int, limit: int) -> CompactionStep:
+        return await self._run(self._drop_tombstones, namespace, horizon, limit)
+
+    def _floors(self, conn: Connection, namespace: str, resources: Sequence[str]) -> dict[str, int]:
+        found = {
+            resource: int(seq)
+            for resource, seq in conn.exec_driver_sql(
+                f"SELECT resource, seq FROM datafn_floors WHERE namespace = {self._param('ns')}",
+                {"ns": namespace},
+            )
+        }
+        return {resource: found.get(resource, 0) for resource in resources}
+
+    async def compaction_floors(self, namespace: str, resources: Sequence[str]) -> dict[str, int]:
+        return await self._read_now(self._floors, namespace, resources)
+
+
+def _change_of(row: Any) -> Change:
+    """A change-log row ``(seq, resource, record_id, op, data[, client_id, conflict])``."""
+    seq, resource, record_id, op, data, *provenance = row
+    client_id, conflict = provenance if provenance else (None, None)
+    return Change(
+        int(seq),
+        resource,
+        record_id,
+        op,
+        None if data is None else orjson.loads(data),
+        client_id,
+        None if conflict is None else orjson.loads(conflict),
+    )
 
 
 def _sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:

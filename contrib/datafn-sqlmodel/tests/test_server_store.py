@@ -205,3 +205,98 @@ def _plan_nodes(node: dict[str, Any]) -> Any:
     yield node
     for child in node.get("Plans", ()):
         yield from _plan_nodes(child)
+
+
+@pytest.mark.postgres
+async def test_clone_pages_and_cursors_walk_an_index_when_the_statistics_are_stale(
+    postgres_url: str,
+) -> None:
+    """20 000 records and changes written after the last ANALYZE (the planner believes the
+    tables empty): a clone page reads its own rows in key order, the latest seq of a resource
+    one index entry, never every row followed by a sort."""
+    store = SqlServerStore(postgres_url, load_schema(SCHEMA))
+    await store.open()
+    try:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+            conn.exec_driver_sql(
+                "INSERT INTO datafn_records_todos (namespace, id, data, seq)"
+                " SELECT 'ns', 'todos:' || lpad(g::text, 6, '0'), '{}', g"
+                " FROM generate_series(1, 20000) AS g"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO datafn_changes (namespace, seq, resource, record_id, op, data)"
+                " SELECT 'ns', g, 'todos', 'todos:' || lpad(g::text, 6, '0'), 'insert', '{}'"
+                " FROM generate_series(1, 20000) AS g"
+            )
+        statements = [
+            (store._page_sql("todos", after=True), {"ns": "ns", "after": "todos:010000"}, 100),
+            (store._page_sql("todos", after=False), {"ns": "ns"}, 100),
+            (store._latest_sql(), {"ns": "ns", "res": "todos"}, 1),
+        ]
+        with store.engine.connect() as conn:  # the store's sessions, with their settings
+            for sql, params, most in statements:
+                plan = conn.exec_driver_sql(
+                    "EXPLAIN (ANALYZE, FORMAT JSON) " + sql, {**params, "lim": 100}
+                ).scalar_one()
+                nodes = list(_plan_nodes(plan[0]["Plan"]))
+                assert not [n for n in nodes if n["Node Type"] in ("Sort", "Bitmap Heap Scan")]
+                assert max(n.get("Actual Rows", 0) for n in nodes) <= most, plan
+        assert await store.latest_seq("ns", ["todos"]) == {"todos": 20000}
+        seq, page = await store.clone_page_at("ns", "todos", "todos:019998", 100)
+        assert (seq, page.ids) == (20000, ["todos:019999", "todos:020000"])
+    finally:
+        await store.aclose()
+
+
+async def _rewrite_stored_and_new_records_in_one_batch(store: SqlServerStore) -> None:
+    """A push writes each record's final state: inserted when it was not stored, updated when
+    it was, deleted only when it was (whatever happened to it earlier in the batch)."""
+    await store.apply_push(
+        "rw",
+        "c1",
+        [pending("insert", key, {"title": key}) for key in ("s1", "s2", "s3", "s4")],
+    )
+    outcome = await store.apply_push(
+        "rw",
+        "c1",
+        [
+            pending("delete", "s1", mid="m1"),
+            pending("insert", "s1", {"title": "again"}, mid="m2"),
+            pending("replace", "s2", {"title": "replaced"}, mid="m3"),
+            pending("merge", "s3", {"done": True}, mid="m4"),
+            pending("delete", "s4", mid="m5"),
+            pending("insert", "n1", {"title": "new"}, mid="m6"),
+            pending("delete", "n1", mid="m7"),
+            pending("insert", "n2", {"title": "gone"}, mid="m8"),
+            pending("delete", "n2", mid="m9"),
+            pending("insert", "n2", {"title": "back"}, mid="m10"),
+        ],
+    )
+    assert outcome.results == [None] * 10
+    page = await store.clone_page("rw", "todos", None, 100)
+    assert list(page) == [
+        {"id": "n2", "title": "back"},
+        {"id": "s1", "title": "again"},
+        {"id": "s2", "title": "replaced"},
+        {"id": "s3", "title": "s3", "done": True},
+    ]
+    assert await store.counts("rw", ["todos"]) == {"todos": 4}
+    replay = await store.apply_push("rw", "c1", [pending("delete", "s2", mid="m3")])
+    assert replay.results == [None] and replay.cursor == outcome.cursor  # a replay
+
+
+async def test_a_batch_rewrites_stored_and_new_records_on_sqlite(
+    sqlite_file_store: SqlServerStore,
+) -> None:
+    await _rewrite_stored_and_new_records_in_one_batch(sqlite_file_store)
+
+
+@pytest.mark.postgres
+async def test_a_batch_rewrites_stored_and_new_records_on_postgresql(postgres_url: str) -> None:
+    store = SqlServerStore(postgres_url, load_schema(SCHEMA))
+    await store.open()
+    try:
+        await _rewrite_stored_and_new_records_in_one_batch(store)
+    finally:
+        await store.aclose()
