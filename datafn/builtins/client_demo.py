@@ -239,14 +239,16 @@ async def _demo(folder: Path, records: int, console: Console) -> None:
             console.print("100 rows vanish from the phone's SQLite file behind the client's back")
             result = await phone.sync.reconcile()
             table = RichTable(title="reconcile", title_justify="left")
-            for column in ("resource", "local", "server", "re-cloned"):
+            for column in ("resource", "local", "server", "repaired"):
                 table.add_column(column)
             for name in result.local:
                 table.add_row(
                     name,
                     f"{result.local[name]:,}",
                     f"{result.remote[name]:,}",
-                    "yes" if name in result.recloned else "",
+                    "re-cloned"
+                    if name in result.recloned
+                    else f"{result.repaired.get(name, 0):,} records",
                 )
             console.print(table)
             console.print(

@@ -7,6 +7,7 @@ Each method runs without awaiting in between, which makes every method one trans
 
 from __future__ import annotations
 
+import bisect
 import copy
 import dataclasses
 import itertools
@@ -33,6 +34,53 @@ from datafn.schema import Schema
 __all__ = ["MemoryClientStore"]
 
 
+class _IdTable(dict[str, dict[str, Any]]):
+    """The records of one resource, keeping its ids sorted on demand (for range reads): the
+    sorted list is rebuilt after the set of ids changed."""
+
+    __slots__ = ("_changed", "_sorted")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sorted: list[str] = []
+        self._changed = False
+
+    def __setitem__(self, key: str, value: dict[str, Any]) -> None:
+        if key not in self:
+            self._changed = True
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._changed = True
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self._changed = True
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[str, dict[str, Any]]:
+        self._changed = True
+        return super().popitem()
+
+    def clear(self) -> None:
+        self._changed = True
+        super().clear()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self._changed = True
+        return super().setdefault(key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._changed = True
+        super().update(*args, **kwargs)
+
+    def sorted_ids(self) -> list[str]:
+        if self._changed or len(self._sorted) != len(self):
+            self._sorted = sorted(self)
+            self._changed = False
+        return self._sorted
+
+
 class MemoryClientStore(ClientStore):
     """A client store held in memory (``memory://``)."""
 
@@ -56,7 +104,10 @@ class MemoryClientStore(ClientStore):
     def _table(self, resource: str) -> dict[str, dict[str, Any]]:
         if self.schema is not None and resource not in self._local:
             raise StoreError(f"no local table for resource {resource!r}")
-        return self._records.setdefault(resource, {})
+        table = self._records.get(resource)
+        if table is None:
+            table = self._records[resource] = _IdTable()
+        return table
 
     async def get_meta(self, key: str) -> str | None:
         return self._meta.get(key)
@@ -84,6 +135,27 @@ class MemoryClientStore(ClientStore):
         ids = sorted(i for i in self._table(resource) if after_id is None or i > after_id)
         return [copy.deepcopy(self._table(resource)[i]) for i in ids[:limit]]
 
+    async def synced_records_between(
+        self, resource: str, after_id: str | None, until_id: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        table = self._table(resource)
+        assert isinstance(table, _IdTable)
+        ids = table.sorted_ids()
+        start = 0 if after_id is None else bisect.bisect_right(ids, after_id)
+        end = len(ids) if until_id is None else bisect.bisect_right(ids, until_id)
+        picked = ids[start : min(end, start + limit)]
+        out: list[dict[str, Any]] = []
+        for record_id in picked:  # read-only: the stored dicts, not copies
+            if (resource, record_id) not in self._by_record:
+                out.append(table[record_id])
+                continue
+            queued = self._queued_of(resource, record_id)
+            if not queued:
+                out.append(table[record_id])
+            elif self._base.get(queued[0].seq) is not None:
+                out.append(self._base[queued[0].seq])  # type: ignore[arg-type]
+        return out, (picked[-1] if start + limit < end else None)
+
     async def unsynced_records(
         self, resource: str, after_id: str | None, limit: int
     ) -> tuple[list[dict[str, Any]], str | None]:
@@ -106,7 +178,9 @@ class MemoryClientStore(ClientStore):
         if write.operation == "insert" and current is not None:
             raise Conflict(f"a record with id {write.record_id!r} exists already", path="id")
         after = apply_operation(current, write.operation, write.record_id, write.record)
+        state = self._states.get(write.resource)
         entry = ChangelogEntry(
+            base_seq=state.cursor if state is not None and state.hydration == "ready" else None,
             seq=next(self._seq),
             resource=write.resource,
             operation=write.operation,
@@ -325,7 +399,10 @@ class MemoryClientStore(ClientStore):
 
     async def finish_clone(self, resource: str) -> None:
         state = self._state(resource)
-        state.cursor = max(state.cursor, state.clone_cursor or 0)
+        # the clone is the server's state as of clone_cursor: pull on from there, even
+        # below the old cursor (a server restored from a backup is behind it)
+        if state.clone_cursor is not None:
+            state.cursor = state.clone_cursor
         state.hydration = "ready"
         state.clone_after_id = None
         state.clone_cursor = None

@@ -13,7 +13,11 @@ phase by implementing the hook and returning a result. What each phase guarantee
   and at most ``max-pull-iterations`` requests; an answer that would move a cursor backwards
   is refused (``CONFLICT``) and nothing of it is applied. From a push until a pull has caught
   up, the pages are gathered and applied in one transaction (own acknowledged writes may lie
-  above the cursors; see ``OWN_WRITES_UNPULLED``).
+  above the cursors; see ``OWN_WRITES_UNPULLED``). A ``CURSOR_EXPIRED`` answer (the server
+  compacted away a change the cursor needs) re-clones the resources it names by itself: they
+  are marked for a clone, the queued writes are pushed (they stay queued until the server has
+  them, and the clone rebases whatever is still queued), the resources are cloned, and the
+  pull goes on.
 - **push**: the changelog in order, ``push-batch-size`` per request, transient failures retried
   with backoff. Every write with a final outcome leaves the queue (applied: acknowledged;
   refused: taken out of the local view); retryable failures stay queued in order. A whole
@@ -31,7 +35,9 @@ phase by implementing the hook and returning a result. What each phase guarantee
   overwritten; then the queued writes are pushed as themselves (own mutation ids and guards),
   then the resources are cloned. A resource one of whose writes may have reached the server
   is never cloned up again: it is marked for a clone before that push is sent.
-- **reconcile**: push and pull first, then compare counts and re-clone what differs.
+- **reconcile**: push and pull first, then compare with the server: by content over id ranges
+  when the server announces ``reconcile-digest`` (only the differing ranges are fetched and
+  repaired, see :mod:`datafn.client.digest_reconcile`), else by counts, re-cloning what differs.
 - **seed**: the server-side seeding call.
 - **loop**: ``sync_all`` (cloneUp/clone/pull/push), then the triggers until stopped.
 
@@ -44,12 +50,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from datafn.client.digest_reconcile import reconcile_resource
 from datafn.client.engine import SyncEngine
 from datafn.client.reports import (
     CloneProgress,
@@ -61,9 +68,11 @@ from datafn.client.reports import (
     RejectedMutation,
 )
 from datafn.client.store import ChangelogEntry, PullPage, apply_operation
+from datafn.digest import CAPABILITY as DIGEST_CAPABILITY
 from datafn.errors import (
     VALIDATION_CODES,
     Conflict,
+    CursorExpired,
     DatafnError,
     ProtocolError,
     SyncVetoed,
@@ -389,8 +398,41 @@ async def _announce_page(engine: SyncEngine, page: PullPage) -> None:
         )
 
 
+#: Re-clones one pull makes for ``CURSOR_EXPIRED`` before it gives up with that error.
+MAX_EXPIRED_RECLONES = 2
+
+
 @hookimpl(trylast=True)
 async def datafn_sync_pull(engine: SyncEngine, resources: list[str]) -> PullReport:
+    for attempt in itertools.count():
+        try:
+            return await _pull(engine, resources)
+        except CursorExpired as exc:
+            if attempt >= MAX_EXPIRED_RECLONES:
+                raise
+            await _reclone_expired(engine, resources, exc)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _reclone_expired(engine: SyncEngine, resources: list[str], exc: CursorExpired) -> None:
+    """What a pull does when the server answers ``CURSOR_EXPIRED``: mark the resources it
+    names for a clone (a pull no longer reads them, and a failure below leaves them for the
+    next sync's clone), push the queued writes, clone those resources."""
+    named = exc.details.get("resources")
+    expired = [r for r in resources if isinstance(named, list) and r in named] or list(resources)
+    log.warning(
+        "the server no longer keeps the changes after the cursors of %s (CURSOR_EXPIRED): "
+        "cloning again; queued writes are kept and pushed",
+        ", ".join(expired),
+    )
+    for resource in expired:
+        await engine.store.reset_hydration(resource)
+    if await engine.store.pending_count():
+        await engine.run_phase("push")
+    await engine.run_phase("clone", resources=expired)
+
+
+async def _pull(engine: SyncEngine, resources: list[str]) -> PullReport:
     report = PullReport()
     store = engine.store
     states = await store.states(resources)
@@ -403,6 +445,7 @@ async def datafn_sync_pull(engine: SyncEngine, resources: list[str]) -> PullRepo
     # transaction once the pull has caught up.
     whole = await store.get_meta(OWN_WRITES_UNPULLED) == "1"
     merger = PullPageMerger() if whole else None
+    overwritten: list[dict[str, Any]] = []
     most = engine.config.max_pull_iterations * (CATCH_UP_FACTOR if whole else 1)
     for _ in range(most):
         payload = {
@@ -430,6 +473,8 @@ async def datafn_sync_pull(engine: SyncEngine, resources: list[str]) -> PullRepo
             deleted={r: v for r, v in result.deleted.items() if r in cursors},
             cursors=moved,
         )
+        if result.conflicts:
+            overwritten.extend(_overwritten(engine, result))
         if merger is not None:
             merger.add(page)
         else:
@@ -452,6 +497,8 @@ async def datafn_sync_pull(engine: SyncEngine, resources: list[str]) -> PullRepo
         folded = merger.page()
         await store.apply_pull(folded)
         await _announce_page(engine, folded)
+    for context in overwritten:  # once the pulled changes are applied
+        await _conflict_event(engine, **context)
     report.cursors = dict(cursors)
     every_ready = [
         r for r, s in (await store.states(engine.resources)).items() if s.hydration == "ready"
@@ -469,9 +516,99 @@ async def datafn_sync_pull(engine: SyncEngine, resources: list[str]) -> PullRepo
 
 
 def _server_error(error: Any) -> ProtocolError:
+    details = getattr(error, "details", None) or {}
     return error_from_envelope(
-        {"code": error.code, "message": error.message, "details": {"path": error.path}}
+        {"code": error.code, "message": error.message, "details": {**details, "path": error.path}}
     )
+
+
+def _is_base_conflict(error: Any) -> bool:
+    """A write refused because the record changed after its ``baseSeq`` (the ``reject``
+    conflict policy): it becomes a dead letter, never lost, for the app to merge."""
+    details = getattr(error, "details", None)
+    return error.code == "CONFLICT" and isinstance(details, dict) and "baseSeq" in details
+
+
+def _values(record: Mapping[str, Any] | None, fields: Sequence[str]) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {name: record.get(name) for name in fields if name in record}
+
+
+def _overwritten(engine: SyncEngine, result: PullResult) -> list[dict[str, Any]]:
+    """The ``conflict`` events (role ``overwritten``) of a pull answer: its changes that
+    overwrote a change of this client it had not seen."""
+    out = []
+    for item in result.conflicts or ():
+        conflict = item.get("conflict")
+        if not isinstance(conflict, dict) or conflict.get("clientId") != engine.client_id:
+            continue
+        resource, record_id = str(item.get("resource")), str(item.get("id"))
+        fields = [str(f) for f in conflict.get("fields") or ()]
+        pulled = next(
+            (
+                row
+                for part in (result.records, result.merged)
+                for row in part.get(resource, ())
+                if row.get("id") == record_id
+            ),
+            None,
+        )
+        previous = conflict.get("previous")
+        out.append(
+            {
+                "role": "overwritten",
+                "resource": resource,
+                "record_id": record_id,
+                "fields": tuple(fields),
+                "ours": previous if isinstance(previous, dict) else None,
+                "theirs": _values(pulled, fields),
+                "base_seq": conflict.get("baseSeq"),
+                "overwritten_seq": conflict.get("seq"),
+                "winning_seq": item.get("seq"),
+                "winner_client_id": item.get("clientId"),
+                "other_client_id": engine.client_id,
+                "resolution": conflict.get("resolution"),
+            }
+        )
+    return out
+
+
+async def _conflict_event(engine: SyncEngine, **context: Any) -> None:
+    """Emit ``conflict`` (docs/concepts.md, "Conflicts")."""
+    await engine.events.emit("conflict", **context)
+
+
+async def _push_conflicts(
+    engine: SyncEngine, entries: Sequence[ChangelogEntry], result: PushResult
+) -> None:
+    """``conflict`` (role ``overwrote``) for each write of ours the server applied over a
+    change we had not seen."""
+    by_mid = {e.mutation_id: e for e in entries}
+    for item in result.conflicts or ():
+        entry = by_mid.get(str(item.get("mutationId")))
+        conflict = item.get("conflict")
+        if entry is None or not isinstance(conflict, dict):
+            continue
+        fields = [str(f) for f in conflict.get("fields") or ()]
+        previous = conflict.get("previous")
+        await _conflict_event(
+            engine,
+            role="overwrote",
+            resource=entry.resource,
+            record_id=entry.record_id,
+            operation=entry.operation,
+            mutation_id=entry.mutation_id,
+            fields=tuple(fields),
+            ours=_values(entry.record, fields),
+            theirs=previous if isinstance(previous, dict) else None,
+            base_seq=conflict.get("baseSeq"),
+            overwritten_seq=conflict.get("seq"),
+            winning_seq=None,
+            winner_client_id=engine.client_id,
+            other_client_id=conflict.get("clientId"),
+            resolution=conflict.get("resolution"),
+        )
 
 
 def _describe_error(error: BaseException) -> str:
@@ -493,6 +630,7 @@ async def _settle(
     entries: Sequence[ChangelogEntry],
     result: PushResult,
     rejected: list[RejectedMutation],
+    report: PushReport | None = None,
 ) -> ProtocolError | None:
     """Apply a push answer to the queue; return the retryable error that stops the push.
 
@@ -500,12 +638,15 @@ async def _settle(
     acknowledged, refused ones are taken out of the local view (their records go back to the
     server's last known state with the other queued writes on top). Writes that failed with a
     retryable error stay queued in order and are sent again; writes the answer does not
-    mention stay in doubt (they may have been applied).
+    mention stay in doubt (they may have been applied). A write refused because the record
+    changed after its ``baseSeq`` (the ``reject`` conflict policy) becomes a dead letter (in
+    ``report.dead``) and emits ``conflict`` with the current record: it is never lost.
     """
     applied = set(result.applied)
     errors = {e.mutation_id: e for e in result.errors}
     done: list[int] = []
     refused: list[ChangelogEntry] = []
+    conflicted: list[tuple[ChangelogEntry, Any]] = []
     kept: list[int] = []
     stop: ProtocolError | None = None
     unreported = False
@@ -525,6 +666,9 @@ async def _settle(
         if error.retryable:
             kept.append(entry.seq)
             stop = stop or _server_error(error)
+            continue
+        if _is_base_conflict(error):
+            conflicted.append((entry, error))
             continue
         refused.append(entry)
         failure = _server_error(error)
@@ -551,6 +695,31 @@ async def _settle(
         await engine.records_changed(entry.resource, origin="remote", updated=[entry.record_id])
     for item in rejected[len(rejected) - len(refused) :]:
         await engine.write_event("mutation_rejected", item, error=item.error)
+    for entry, error in conflicted:
+        failure = _server_error(error)
+        await _dead_letter(engine, report or PushReport(), entry, failure)
+        details = failure.details
+        fields = [str(f) for f in details.get("fields") or ()]
+        current = details.get("current")
+        await _conflict_event(
+            engine,
+            role="rejected",
+            resource=entry.resource,
+            record_id=entry.record_id,
+            operation=entry.operation,
+            mutation_id=entry.mutation_id,
+            fields=tuple(fields),
+            ours=_values(entry.record, fields),
+            theirs=_values(current if isinstance(current, dict) else None, fields),
+            current=current if isinstance(current, dict) else None,
+            base_seq=details.get("baseSeq"),
+            overwritten_seq=None,
+            winning_seq=details.get("seq"),
+            winner_client_id=details.get("clientId"),
+            other_client_id=details.get("clientId"),
+            resolution="reject",
+            error=failure,
+        )
     return stop
 
 
@@ -643,7 +812,8 @@ async def _push_entries(
     report.batches += 1
     report.cursor = max(report.cursor, int(result.cursor))
     rejected: list[RejectedMutation] = []
-    stop = await _settle(engine, entries, result, rejected)
+    stop = await _settle(engine, entries, result, rejected, report)
+    await _push_conflicts(engine, entries, result)
     report.applied += len(result.applied)
     report.rejected.extend(rejected)
     # The cursors do not move here: the server's copy of these writes may differ from the
@@ -832,6 +1002,19 @@ async def datafn_sync_reconcile(engine: SyncEngine, resources: list[str]) -> Rec
     if await engine.store.pending_count():
         await engine.push_unlocked()
     await engine.run_phase("pull", resources=resources)
+    if DIGEST_CAPABILITY in engine.server_capabilities:
+        # content compared by id range; resources not hydrated yet are compared by count
+        states = await engine.store.states(resources)
+        report.method = "digest"
+        resources = [r for r in resources if states[r].hydration != "ready"]
+        for resource in [r for r in states if r not in resources]:
+            report.local[resource] = await engine.store.count(resource)
+            await reconcile_resource(engine, resource, report)
+        if any(report.repaired.values()):
+            await engine.run_phase("pull", resources=list(report.repaired))
+        if not resources:
+            return report
+    report.requests += 1
     result = await engine.request(
         "reconcile",
         "reconcile",

@@ -20,10 +20,11 @@ import concurrent.futures
 import contextlib
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Literal, overload
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from datafn import events as ev
 from datafn.client.client import Client, Table
 from datafn.client.reports import (
     CloneReport,
@@ -35,9 +36,20 @@ from datafn.client.reports import (
 )
 from datafn.client.store import ChangelogEntry
 from datafn.events import Event
+from datafn.models import ModelT
 from datafn.protocol import SeedResult
 
-__all__ = ["BlockingClient", "BlockingEvents", "BlockingSync", "BlockingTable", "Watch"]
+if TYPE_CHECKING:
+    from datafn.client.typed import ModelTable
+
+__all__ = [
+    "BlockingClient",
+    "BlockingEvents",
+    "BlockingModelTable",
+    "BlockingSync",
+    "BlockingTable",
+    "Watch",
+]
 
 
 class BlockingTable:
@@ -86,6 +98,59 @@ class BlockingTable:
         tkinter, a queued signal in Qt). Without it the callback runs on the client's event
         loop thread. ``.close()`` on the returned handle stops watching.
         """
+        table = self._table
+
+        async def run() -> None:
+            async for records in table.watch(filters, **kw):
+                if deliver is None:
+                    callback(records)
+                else:
+                    deliver(functools.partial(callback, records))
+
+        return Watch(self._portal.start_task_soon(run))
+
+
+class BlockingModelTable(Generic[ModelT]):
+    """:class:`~datafn.client.typed.ModelTable` with blocking methods:
+    ``client.table(Todo)`` of a :class:`BlockingClient`."""
+
+    def __init__(self, portal: BlockingPortal, table: ModelTable[ModelT]) -> None:
+        self._portal = portal
+        self._table = table
+        self.name = table.name
+        self.model = table.model
+
+    def insert(self, record: ModelT | Mapping[str, Any], **kw: Any) -> ModelT:
+        return self._portal.call(lambda: self._table.insert(record, **kw))
+
+    def merge(self, record: ModelT | Mapping[str, Any], **kw: Any) -> ModelT:
+        return self._portal.call(lambda: self._table.merge(record, **kw))
+
+    def replace(self, record: ModelT | Mapping[str, Any], **kw: Any) -> ModelT:
+        return self._portal.call(lambda: self._table.replace(record, **kw))
+
+    def delete(self, record: str | ModelT, **kw: Any) -> None:
+        self._portal.call(lambda: self._table.delete(record, **kw))
+
+    def get(self, record_id: str) -> ModelT | None:
+        return self._portal.call(self._table.get, record_id)
+
+    def query(self, filters: Mapping[str, Any] | None = None, **kw: Any) -> list[ModelT]:
+        return self._portal.call(lambda: self._table.query(filters, **kw))
+
+    def count(self) -> int:
+        return self._portal.call(self._table.count)
+
+    def watch(
+        self,
+        callback: Callable[[list[ModelT]], Any],
+        filters: Mapping[str, Any] | None = None,
+        *,
+        deliver: Callable[[Callable[[], Any]], Any] | None = None,
+        **kw: Any,
+    ) -> Watch:
+        """Call ``callback(instances)`` with the query's result now and each time it changes
+        (see :meth:`BlockingTable.watch`)."""
         table = self._table
 
         async def run() -> None:
@@ -180,15 +245,155 @@ class BlockingEvents:
         self._portal = portal
         self._client = client
 
-    def on(self, name: str, listener: Callable[[Event], Any]) -> Callable[[Event], Any]:
+    @overload
+    def on(
+        self, name: Literal["sync_started"], listener: Callable[[ev.SyncStartedEvent], Any]
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def on(
+        self, name: Literal["sync_applied"], listener: Callable[[ev.SyncAppliedEvent], Any]
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def on(
+        self, name: Literal["sync_failed"], listener: Callable[[ev.SyncFailedEvent], Any]
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def on(
+        self, name: Literal["sync_retry"], listener: Callable[[ev.SyncRetryEvent], Any]
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def on(
+        self,
+        name: Literal["connectivity_changed"],
+        listener: Callable[[ev.ConnectivityChangedEvent], Any],
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def on(
+        self, name: Literal["ws_connected"], listener: Callable[[ev.WsConnectedEvent], Any]
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def on(
+        self, name: Literal["ws_disconnected"], listener: Callable[[ev.WsDisconnectedEvent], Any]
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def on(
+        self, name: Literal["mutation_applied"], listener: Callable[[ev.MutationAppliedEvent], Any]
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def on(
+        self,
+        name: Literal["mutation_rejected"],
+        listener: Callable[[ev.MutationRejectedEvent], Any],
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def on(
+        self,
+        name: Literal["mutation_discarded"],
+        listener: Callable[[ev.MutationDiscardedEvent], Any],
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def on(
+        self, name: Literal["records_changed"], listener: Callable[[ev.RecordsChangedEvent], Any]
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def on(
+        self, name: Literal["plugin_error"], listener: Callable[[ev.PluginErrorEvent], Any]
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def on(self, name: str, listener: Callable[[Event], Any]) -> Callable[..., Any]: ...
+
+    def on(self, name: str, listener: Callable[[Any], Any]) -> Callable[..., Any]:
+        """Call ``listener(event)`` for every ``name`` event, on the loop thread (typed per
+        event name as in :meth:`EventBus.on <datafn.events.EventBus.on>`)."""
         self._portal.call(lambda: _sync(self._client.events.on, name, listener))
         return listener
 
-    def once(self, name: str, listener: Callable[[Event], Any]) -> Callable[[Event], Any]:
+    @overload
+    def once(
+        self, name: Literal["sync_started"], listener: Callable[[ev.SyncStartedEvent], Any]
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def once(
+        self, name: Literal["sync_applied"], listener: Callable[[ev.SyncAppliedEvent], Any]
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def once(
+        self, name: Literal["sync_failed"], listener: Callable[[ev.SyncFailedEvent], Any]
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def once(
+        self, name: Literal["sync_retry"], listener: Callable[[ev.SyncRetryEvent], Any]
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def once(
+        self,
+        name: Literal["connectivity_changed"],
+        listener: Callable[[ev.ConnectivityChangedEvent], Any],
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def once(
+        self, name: Literal["ws_connected"], listener: Callable[[ev.WsConnectedEvent], Any]
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def once(
+        self, name: Literal["ws_disconnected"], listener: Callable[[ev.WsDisconnectedEvent], Any]
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def once(
+        self, name: Literal["mutation_applied"], listener: Callable[[ev.MutationAppliedEvent], Any]
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def once(
+        self,
+        name: Literal["mutation_rejected"],
+        listener: Callable[[ev.MutationRejectedEvent], Any],
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def once(
+        self,
+        name: Literal["mutation_discarded"],
+        listener: Callable[[ev.MutationDiscardedEvent], Any],
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def once(
+        self, name: Literal["records_changed"], listener: Callable[[ev.RecordsChangedEvent], Any]
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def once(
+        self, name: Literal["plugin_error"], listener: Callable[[ev.PluginErrorEvent], Any]
+    ) -> Callable[..., Any]: ...
+
+    @overload
+    def once(self, name: str, listener: Callable[[Event], Any]) -> Callable[..., Any]: ...
+
+    def once(self, name: str, listener: Callable[[Any], Any]) -> Callable[..., Any]:
         self._portal.call(lambda: _sync(self._client.events.once, name, listener))
         return listener
 
-    def off(self, name: str, listener: Callable[[Event], Any] | None = None) -> None:
+    def off(self, name: str, listener: Callable[[Any], Any] | None = None) -> None:
         self._portal.call(lambda: _sync(self._client.events.off, name, listener))
 
 
@@ -242,5 +447,15 @@ class BlockingClient:
             raise RuntimeError("the client is not open")
         return self._portal
 
-    def table(self, name: str) -> BlockingTable:
+    @overload
+    def table(self, name: str) -> BlockingTable: ...
+
+    @overload
+    def table(self, name: type[ModelT]) -> BlockingModelTable[ModelT]: ...
+
+    def table(self, name: str | type[ModelT]) -> BlockingTable | BlockingModelTable[ModelT]:
+        """The local table of resource ``name``, or the typed table of a pydantic / SQLModel
+        class (see :meth:`Client.table <datafn.client.client.Client.table>`)."""
+        if isinstance(name, type):
+            return BlockingModelTable(self.portal, self._client.table(name))
         return BlockingTable(self.portal, self._client.table(name))

@@ -18,7 +18,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import anyio
 import anyio.abc
@@ -30,9 +30,15 @@ from datafn.client.transport import Transport
 from datafn.config import SyncSettings
 from datafn.errors import ConfigError, ValidationFailed
 from datafn.events import Event, EventBus
+from datafn.models import ModelT, is_import_path, load_schema_and_models, resource_name
 from datafn.registry import backend_name
 from datafn.runtime import Runtime
-from datafn.schema import ResourceSpec, Schema, check_json_value, load_schema
+from datafn.schema import ResourceSpec, Schema, check_json_value
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from datafn.client.typed import ModelTable
 
 __all__ = ["Client", "Table"]
 
@@ -241,8 +247,10 @@ def _written(record: dict[str, Any] | None) -> dict[str, Any]:
 class Client:
     """The DataFn client: an async context manager.
 
-    :param schema: a :class:`~datafn.schema.Schema`, a dict or a ``.json``/``.toml`` path
-        (default: the ``schema`` setting).
+    :param schema: a :class:`~datafn.schema.Schema`, a dict, a ``.json``/``.toml`` path,
+        pydantic / SQLModel classes (``[Todo, Note]``, see ``docs/models.md``), an import path
+        (``"myapp.models:Todo,Note"``) or a list mixing those (default: the ``schema``
+        setting).
     :param remote: the server's base URL (default: ``sync.remote``); without one the client
         works purely locally and sync operations raise ConfigError.
     :param store: the client store URL (``sqlite:///app.db``, ``memory://``; default:
@@ -259,7 +267,13 @@ class Client:
     def __init__(
         self,
         *,
-        schema: Schema | Mapping[str, Any] | str | Path | None = None,
+        schema: Schema
+        | Mapping[str, Any]
+        | str
+        | Path
+        | type[BaseModel]
+        | Sequence[Any]
+        | None = None,
         remote: str | None = None,
         store: str | None = None,
         client_id: str | None = None,
@@ -291,6 +305,8 @@ class Client:
         }
         self._stack: contextlib.AsyncExitStack | None = None
         self._tables: dict[str, Table] = {}
+        #: the pydantic / SQLModel classes the schema came from, by resource name
+        self.models: dict[str, type[BaseModel]] = {}
 
     async def __aenter__(self) -> Client:
         stack = contextlib.AsyncExitStack()
@@ -360,17 +376,36 @@ class Client:
         source = self._schema_arg
         if source is None:
             source = self.runtime.config.schema_source
-            if isinstance(source, str | Path) and not Path(source).is_absolute():
+            if (
+                isinstance(source, str | Path)
+                and not is_import_path(source)
+                and not Path(source).is_absolute()
+            ):
                 source = self.runtime.base_dir / source
         if source is None:
             raise ConfigError(
                 "no schema given; pass schema=… or set `schema` in [tool.datafn]",
                 key="tool.datafn.schema",
             )
-        return load_schema(source)
+        schema, self.models = load_schema_and_models(source, base_dir=self.runtime.base_dir)
+        return schema
 
-    def table(self, name: str) -> Table:
-        """The local table of resource ``name``."""
+    @overload
+    def table(self, name: str) -> Table: ...
+
+    @overload
+    def table(self, name: type[ModelT]) -> ModelTable[ModelT]: ...
+
+    def table(self, name: str | type[ModelT]) -> Table | ModelTable[ModelT]:
+        """The local table of resource ``name``; given a pydantic / SQLModel class, the
+        typed table of the resource it maps to (records come back as instances)."""
+        if isinstance(name, type):
+            from datafn.client.typed import ModelTable
+
+            return ModelTable(self._table(resource_name(name)), name)
+        return self._table(name)
+
+    def _table(self, name: str) -> Table:
         table = self._tables.get(name)
         if table is None:
             if self._stack is None:

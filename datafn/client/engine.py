@@ -38,6 +38,7 @@ from datafn.client.reports import (
 )
 from datafn.client.store import ChangelogEntry, ClientStore
 from datafn.client.transport import Transport
+from datafn.client.watchdog import Watchdog
 from datafn.context import SyncContext
 from datafn.errors import (
     ConfigError,
@@ -156,6 +157,8 @@ class SyncEngine:
         self.client_id = client_id
         self.sleep: Callable[[float], Awaitable[None]] = anyio.sleep
         self.random: Callable[[], float] = random.random
+        #: the clock of every time-based decision (the watchdog's): seconds, monotonic
+        self.clock: Callable[[], float] = anyio.current_time
         #: Local resources (remote-only ones are never cloned or pulled).
         self.resources = [r.name for r in schema.resources if not r.is_remote_only]
         self.online = True
@@ -195,6 +198,10 @@ class SyncEngine:
         self._schema_checked = False
         #: resources known to have left ``notStarted`` (they never go back)
         self._started: set[str] = set()
+        #: what the server announced in ``/status`` (read with the schema check)
+        self.server_capabilities: frozenset[str] = frozenset()
+        #: notices when sync stops making progress (datafn.client.watchdog)
+        self.watchdog = Watchdog(self)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -287,6 +294,7 @@ class SyncEngine:
             if channel is not None:
                 tg.start_soon(self._supervise_channel, channel, name="datafn realtime channel")
             tg.start_soon(self._pull_when_announced, name="datafn announced cursors")
+            tg.start_soon(self.watchdog.run, name="datafn sync watchdog")
             await anyio.sleep_forever()
 
     async def _supervise_channel(self, channel: Any) -> None:
@@ -499,6 +507,7 @@ class SyncEngine:
             phase=self.phase,
             pending_changes=await self.store.pending_count(),
             dead_letters=len(await self.store.dead_letters()),
+            stuck=self.watchdog.snapshot(),
             last_sync_at=self.last_sync_at,
             last_error=self.last_error,
             online=self.online,
@@ -533,6 +542,7 @@ class SyncEngine:
             return False  # the pull that runs after a push reaches it
         if n <= await self.global_cursor():
             return False
+        self.watchdog.announced(n)
         if "announced" in self.active_triggers:
             self.announced.set()
         else:
@@ -651,6 +661,7 @@ class SyncEngine:
         if self._schema_checked:
             return
         status: StatusResult = await self.request("status", "status", None, StatusResult)
+        self.server_capabilities = frozenset(status.capabilities)
         if status.schema_hash != self.schema.hash:
             problems: list[str] = []
             if status.server_schema is None:

@@ -13,6 +13,7 @@ __all__ = [
     "PushReport",
     "ReconcileReport",
     "RejectedMutation",
+    "StuckState",
     "SyncStatus",
 ]
 
@@ -82,11 +83,38 @@ class CloneUpReport:
 
 @dataclass
 class ReconcileReport:
-    """The reconcile phase: counts on both sides and the resources that were re-cloned."""
+    """The reconcile phase: counts on both sides and the resources that were re-cloned.
+
+    With a server that compares content (``method == "digest"``), ``repaired`` counts the
+    records changed locally per resource (written again or deleted), ``fetched`` the records
+    the server sent for the differing id ranges, and ``requests`` the reconcile requests made.
+    """
 
     local: dict[str, int] = field(default_factory=dict)
     remote: dict[str, int] = field(default_factory=dict)
     recloned: list[str] = field(default_factory=list)
+    #: ``digest`` (content compared by id range) or ``counts`` (record counts compared)
+    method: str = "counts"
+    repaired: dict[str, int] = field(default_factory=dict)
+    fetched: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+
+
+@dataclass(frozen=True)
+class StuckState:
+    """Why sync is stuck (``status().stuck``; see docs/client.md, "When sync is stuck").
+
+    ``cause``: ``push_failing``, ``pull_failing``, ``pull_behind``, ``announcement_unanswered``
+    or ``queue_blocked``. ``since`` is when progress stopped and ``duration`` how long ago that
+    was at the snapshot, both in seconds of the engine's clock (``engine.clock``, monotonic).
+    ``recoveries`` counts the recovery attempts made so far in this episode.
+    """
+
+    cause: str
+    since: float
+    duration: float
+    detail: str
+    recoveries: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,3 +136,5 @@ class SyncStatus:
     hydration: dict[str, str]
     #: writes that can never be sent (``client.sync.pending()`` lists them, ``discard`` removes)
     dead_letters: int = 0
+    #: set while the watchdog finds sync stuck (None otherwise)
+    stuck: StuckState | None = None

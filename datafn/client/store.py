@@ -107,6 +107,10 @@ class ChangelogEntry:
     last_error: str | None = None
     #: ``queued`` (will be pushed) or ``dead`` (a dead letter: never pushed again)
     state: EntryState = "queued"
+    #: the resource's pull cursor when the write was made (every change up to it had been
+    #: seen): sent as ``baseSeq`` for conflict detection; None when the resource was not
+    #: hydrated yet (no detection)
+    base_seq: int | None = None
 
     def to_mutation(self, client_id: str) -> dict[str, Any]:
         """The wire form of this entry as one mutation of a push request."""
@@ -122,6 +126,8 @@ class ChangelogEntry:
             mutation["record"] = self.record
         if self.guard is not None:
             mutation["if"] = self.guard
+        if self.base_seq is not None:
+            mutation["baseSeq"] = self.base_seq
         return mutation
 
 
@@ -254,11 +260,29 @@ class ClientStore(ABC):
         id looked at (None when there are no more records).
         """
 
+    async def synced_records_between(
+        self, resource: str, after_id: str | None, until_id: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """For reconcile's digests: the records with ``after_id < id <= until_id`` (None:
+        unbounded on that side) in id order, as :meth:`unsynced_records` gives them (what the
+        server should hold: a record with queued writes as its base), looking at most at
+        ``limit`` stored records; and the last id looked at (None once the range is
+        exhausted). The records are only read. This default pages through
+        :meth:`unsynced_records`; stores may answer it directly."""
+        rows, last = await self.unsynced_records(resource, after_id, limit)
+        if until_id is None:
+            return rows, last
+        kept = [row for row in rows if row["id"] <= until_id]
+        return kept, (None if last is None or last >= until_id else last)
+
     # -- local writes and the changelog --------------------------------------------------------
 
     @abstractmethod
     async def write(self, write: LocalWrite) -> tuple[dict[str, Any] | None, ChangelogEntry]:
         """Apply a local write and append its changelog entry **in one transaction**.
+
+        The entry's ``base_seq`` is the resource's cursor at that moment when the resource is
+        ``ready`` (None otherwise): the server detects conflicts with it.
 
         :return: the record after the write (None after a delete) and the new entry.
         :raises Conflict: an ``insert`` whose id exists already (path ``id``); nothing is
@@ -345,8 +369,10 @@ class ClientStore(ABC):
 
     @abstractmethod
     async def finish_clone(self, resource: str) -> None:
-        """Mark the resource ``ready`` with cursor = ``max(cursor, clone_cursor)`` and rebase
-        every pending entry of the resource (records written locally but absent remotely)."""
+        """Mark the resource ``ready`` with cursor = ``clone_cursor`` (even when that is below
+        the old cursor: the server may have been restored from a backup; changes pulled twice
+        are applied alike) and rebase every pending entry of the resource (records written
+        locally but absent remotely)."""
 
     @abstractmethod
     async def reset_hydration(self, resource: str) -> None:

@@ -257,6 +257,33 @@ class ClientStoreConformance:
         records, after = await store.unsynced_records("notes", "n2", 3)
         assert (records, after) == ([{"id": "n3", "body": "imported 3"}], None)  # n5: a write
 
+    async def test_synced_records_between_reads_a_range_as_the_server_should_hold_it(
+        self, store: ClientStore
+    ) -> None:
+        for i in range(6):
+            await store.write(_write("notes", "insert", f"n{i}", {"body": f"imported {i}"}))
+        await store.acknowledge([e.seq for e in await store.changelog()])
+        await store.write(_write("notes", "merge", "n2", {"body": "changed"}))
+        await store.write(_write("notes", "insert", "n2a", {"body": "new"}))
+        records, last = await store.synced_records_between("notes", "n0", "n4", 10)
+        assert last is None
+        assert records == [
+            {"id": "n1", "body": "imported 1"},
+            {"id": "n2", "body": "imported 2"},  # as it was before the queued merge
+            {"id": "n3", "body": "imported 3"},  # n2a: only a queued write made it
+            {"id": "n4", "body": "imported 4"},
+        ]
+        records, last = await store.synced_records_between("notes", None, None, 2)
+        assert [r["id"] for r in records] == ["n0", "n1"] and last == "n1"
+        records, last = await store.synced_records_between("notes", "n4", None, 2)
+        assert [r["id"] for r in records] == ["n5"] and last is None
+        await store.write(_write("notes", "delete", "n5", None))
+        await store.acknowledge([e.seq for e in await store.changelog()])
+        await store.write(_write("notes", "insert", "n6", {"body": "late"}))
+        await store.acknowledge([e.seq for e in await store.changelog()])
+        records, last = await store.synced_records_between("notes", "n3", None, 10)
+        assert [r["id"] for r in records] == ["n4", "n6"] and last is None
+
     async def test_records_after_pages_by_id(self, store: ClientStore) -> None:
         for i in (3, 1, 2, 5, 4):
             await store.write(_write("notes", "insert", f"n{i}", {"body": str(i)}))
@@ -395,6 +422,22 @@ class ClientStoreConformance:
         assert (state.hydration, state.cursor, state.clone_cursor) == ("hydrating", 40, None)
         assert await store.count("notes") == 4
 
+    async def test_a_write_remembers_the_cursor_it_was_made_at(self, store: ClientStore) -> None:
+        # not hydrated yet: no base (the server detects no conflict for it)
+        _, before = await store.write(_write("notes", "insert", "n0", {"body": "x"}))
+        assert before.base_seq is None and "baseSeq" not in before.to_mutation("c")
+        await store.apply_clone_page("notes", [], after_id=None, start_cursor=7, reset=True)
+        await store.finish_clone("notes")
+        _, at_clone = await store.write(_write("notes", "merge", "n0", {"body": "y"}))
+        await store.apply_pull(PullPage(cursors={"notes": 12}))
+        _, at_pull = await store.write(_write("notes", "merge", "n0", {"body": "z"}))
+        assert (at_clone.base_seq, at_pull.base_seq) == (7, 12)
+        assert at_pull.to_mutation("c")["baseSeq"] == 12
+        # kept with the queued entries, and with a dead letter
+        assert [e.base_seq for e in await store.changelog()] == [None, 7, 12]
+        await store.dead_letter([at_pull.seq], "CONFLICT: changed after baseSeq 12")
+        assert [e.base_seq for e in await store.dead_letters()] == [12]
+
     async def test_a_reclone_clears_stale_records(self, store: ClientStore) -> None:
         await store.apply_pull(
             PullPage(records={"notes": [{"id": "stale", "body": "x"}]}, cursors={"notes": 3})
@@ -405,6 +448,21 @@ class ClientStoreConformance:
         await store.finish_clone("notes")
         assert [r["id"] for r in await store.query("notes", Query())] == ["a"]
         assert (await store.states(["notes"]))["notes"].cursor == 9
+
+    async def test_a_reclone_takes_the_servers_cursor_even_below_the_old_one(
+        self, store: ClientStore
+    ) -> None:
+        # the server was restored from a backup: its change log stands below this cursor
+        await store.apply_pull(
+            PullPage(records={"notes": [{"id": "a", "body": "new"}]}, cursors={"notes": 20})
+        )
+        await store.apply_clone_page(
+            "notes", [{"id": "a", "body": "old"}], after_id="a", start_cursor=10, reset=True
+        )
+        await store.finish_clone("notes")
+        # pulls go on from 10, so the restored server's next change (11) is not skipped
+        assert (await store.states(["notes"]))["notes"].cursor == 10
+        assert await store.get("notes", "a") == {"id": "a", "body": "old"}
 
     async def test_durable_across_reopen(self, store_factory: StoreFactory, schema: Schema) -> None:
         if not self.durable:

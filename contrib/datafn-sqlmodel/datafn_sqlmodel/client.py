@@ -13,12 +13,17 @@ Layout, so that the local data can be queried with plain SQL:
 The database runs in WAL mode with ``synchronous=NORMAL``: a committed transaction survives the
 process being killed. Every method runs in one transaction (``BEGIN IMMEDIATE`` … ``COMMIT``)
 on one connection, in a worker thread, one at a time, so the event loop keeps running while a
-clone page is written. SQLAlchemy creates the engine and the tables; the hot paths (local
-writes, clone pages) run prepared SQL with ``executemany`` on the driver connection.
+clone page is written. The store talks to the stdlib ``sqlite3`` driver directly: opening a
+file creates the missing tables with plain DDL and runs no SQLAlchemy (a client opens in
+milliseconds); the hot paths (local writes, clone pages) run prepared SQL with ``executemany``.
+Store URLs are read as SQLAlchemy reads them (``sqlite:///relative.db``,
+``sqlite:////absolute.db``, ``sqlite://`` in memory; options such as ``?timeout=5`` or
+``?uri=true`` are handed to SQLAlchemy's SQLite dialect to interpret).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,8 +33,6 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 import orjson
-import sqlalchemy as sa
-from sqlalchemy.pool import StaticPool
 
 from datafn.client.store import (
     ChangelogEntry,
@@ -58,13 +61,13 @@ SYNC_STATE = "_datafn_sync_state"
 META = "_datafn_meta"
 
 _SQL_TYPES = {
-    "string": sa.Text,
-    "number": sa.Numeric,
-    "boolean": sa.Integer,
-    "date": sa.Text,
-    "object": sa.Text,
-    "array": sa.Text,
-    "json": sa.Text,
+    "string": "TEXT",
+    "number": "NUMERIC",
+    "boolean": "INTEGER",
+    "date": "TEXT",
+    "object": "TEXT",
+    "array": "TEXT",
+    "json": "TEXT",
 }
 _SCALAR = frozenset({"string", "number", "boolean", "date"})
 _CHUNK = 500  # ids per IN (...) list
@@ -128,7 +131,6 @@ class SqliteClientStore(ClientStore):
         for table in self._tables.values():
             if any(name == RECORD_COLUMN for name, _ in table.fields):
                 raise StoreError(f"{table.name}.{RECORD_COLUMN} is a reserved column name")
-        self._engine: sa.Engine | None = None
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(1)
@@ -139,100 +141,117 @@ class SqliteClientStore(ClientStore):
         await anyio.to_thread.run_sync(self._open_sync, limiter=self._limiter)
 
     def _open_sync(self) -> None:
-        url = sa.make_url(self.url)
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        self._engine = sa.create_engine(
-            url,
-            poolclass=StaticPool,
-            connect_args={"check_same_thread": False, "isolation_level": None},
-        )
-        # Keep the pool's proxy referenced: were it collected, the pool would roll back.
-        self._proxy = self._engine.raw_connection()
-        raw = self._proxy.driver_connection
-        assert isinstance(raw, sqlite3.Connection)
-        self._db = raw
-        for pragma in (
-            "journal_mode=WAL",
-            "synchronous=NORMAL",
-            "temp_store=MEMORY",
-            "cache_size=-16000",
-            "busy_timeout=10000",
-        ):
-            raw.execute(f"PRAGMA {pragma}")
-        self._create_tables()
+        database, options = _connect_args(self.url)
+        if database != ":memory:" and not options.get("uri"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            raw = sqlite3.connect(
+                database, **{**options, "check_same_thread": False, "isolation_level": None}
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite client store: cannot open {database}: {exc}") from exc
+        try:
+            for pragma in (
+                "journal_mode=WAL",
+                "synchronous=NORMAL",
+                "temp_store=MEMORY",
+                "cache_size=-16000",
+                "busy_timeout=10000",
+            ):
+                raw.execute(f"PRAGMA {pragma}")
+            self._db = raw
+            self._create_tables()
+        except BaseException:
+            self._db = None
+            raw.close()
+            raise
 
     def _create_tables(self) -> None:
-        assert self._engine is not None and self._db is not None
-        metadata = sa.MetaData()
+        """Create the missing tables and add the columns an older file lacks.
+
+        An up-to-date file is only read (no write lock is taken); otherwise the changes are
+        worked out again and made in one ``BEGIN IMMEDIATE`` transaction, so two processes
+        opening the same new file do not both make them.
+        """
+        db = self._db
+        assert db is not None
+        if not self._schema_changes(db):
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in self._schema_changes(db):
+                db.execute(statement)
+            db.execute("COMMIT")
+        except BaseException as exc:
+            db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"SQLite client store: {exc}") from exc
+            raise
+
+    def _schema_changes(self, db: sqlite3.Connection) -> list[str]:
+        """The DDL that brings the file up to date with the schema (empty when it is)."""
+        existing = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        statements: list[str] = []
         for table in self._tables.values():
-            sa.Table(
-                table.name,
-                metadata,
-                sa.Column("id", sa.Text, primary_key=True),
-                *(sa.Column(f.name, _SQL_TYPES[f.type]) for f in table.spec.fields),
-                sa.Column(RECORD_COLUMN, sa.Text, nullable=False),
-                sqlite_with_rowid=False,  # rows live in the id b-tree: one insert per record
+            if table.name not in existing:
+                columns = [
+                    "id TEXT NOT NULL",
+                    *(f"{_q(f.name)} {_SQL_TYPES[f.type]}" for f in table.spec.fields),
+                    f"{RECORD_COLUMN} TEXT NOT NULL",
+                    "PRIMARY KEY (id)",
+                ]
+                # WITHOUT ROWID: rows live in the id b-tree, one insert per record
+                statements.append(_create(table.name, columns, " WITHOUT ROWID"))
+                continue
+            have = {row[1] for row in db.execute(f"PRAGMA table_info({_q(table.name)})")}
+            statements += [  # fields added to the schema since
+                f"ALTER TABLE {_q(table.name)} ADD COLUMN {_q(f.name)} {_SQL_TYPES[f.type]}"
+                for f in table.spec.fields
+                if f.name not in have
+            ]
+        if CHANGELOG not in existing:
+            columns = [f"{name} {kind}" for name, kind in _CHANGELOG_COLUMNS]
+            statements.append(_create(CHANGELOG, [*columns, "UNIQUE (mutation_id)"]))
+        else:
+            have = {row[1] for row in db.execute(f"PRAGMA table_info({CHANGELOG})")}
+            statements += [  # columns added since the file was created
+                f"ALTER TABLE {CHANGELOG} ADD COLUMN {name} {kind}"
+                for name, kind in _CHANGELOG_COLUMNS[_CHANGELOG_FIRST:]
+                if name not in have
+            ]
+        if _CHANGELOG_INDEX not in existing:
+            statements.append(
+                f"CREATE INDEX IF NOT EXISTS {_CHANGELOG_INDEX} "
+                f"ON {CHANGELOG} (resource, record_id)"
             )
-        sa.Table(
-            CHANGELOG,
-            metadata,
-            sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-            sa.Column("resource", sa.Text, nullable=False),
-            sa.Column("operation", sa.Text, nullable=False),
-            sa.Column("record_id", sa.Text, nullable=False),
-            sa.Column("record", sa.Text),
-            sa.Column("mutation_id", sa.Text, nullable=False, unique=True),
-            sa.Column("version", sa.Integer, nullable=False),
-            sa.Column("guard", sa.Text),
-            *_changelog_columns(),
-            sa.Index("ix_datafn_changelog_record", "resource", "record_id"),
-            sqlite_autoincrement=True,
-        )
-        sa.Table(
-            SYNC_STATE,
-            metadata,
-            sa.Column("resource", sa.Text, primary_key=True),
-            sa.Column("cursor", sa.Integer, nullable=False, default=0),
-            sa.Column("hydration", sa.Text, nullable=False, default="notStarted"),
-            sa.Column("clone_after_id", sa.Text),
-            sa.Column("clone_cursor", sa.Integer),
-        )
-        sa.Table(
-            META,
-            metadata,
-            sa.Column("key", sa.Text, primary_key=True),
-            sa.Column("value", sa.Text, nullable=False),
-        )
-        metadata.create_all(self._engine)
-        have = {row[1] for row in self._db.execute(f"PRAGMA table_info({CHANGELOG})")}
-        for column in _changelog_columns():  # columns added since the file was created
-            if column.name not in have:
-                kind = column.type.compile(dialect=self._engine.dialect)
-                default = column.server_default.arg if column.server_default is not None else None
-                self._db.execute(
-                    f"ALTER TABLE {CHANGELOG} ADD COLUMN {column.name} {kind}"
-                    + (f" NOT NULL DEFAULT '{default}'" if default is not None else "")
+        if SYNC_STATE not in existing:
+            statements.append(
+                _create(
+                    SYNC_STATE,
+                    [
+                        "resource TEXT NOT NULL",
+                        "cursor INTEGER NOT NULL",
+                        "hydration TEXT NOT NULL",
+                        "clone_after_id TEXT",
+                        "clone_cursor INTEGER",
+                        "PRIMARY KEY (resource)",
+                    ],
                 )
-        for table in self._tables.values():  # fields added to the schema since
-            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({_q(table.name)})")}
-            for spec in table.spec.fields:
-                if spec.name not in have:
-                    kind = _SQL_TYPES[spec.type]().compile(dialect=self._engine.dialect)
-                    self._db.execute(
-                        f"ALTER TABLE {_q(table.name)} ADD COLUMN {_q(spec.name)} {kind}"
-                    )
+            )
+        if META not in existing:
+            statements.append(
+                _create(META, ['"key" TEXT NOT NULL', "value TEXT NOT NULL", 'PRIMARY KEY ("key")'])
+            )
+        return statements
 
     async def aclose(self) -> None:
-        if self._engine is not None:
+        if self._db is not None:
             await anyio.to_thread.run_sync(self._close_sync, limiter=self._limiter)
 
     def _close_sync(self) -> None:
-        if self._engine is not None:
-            self._proxy.close()
-            self._engine.dispose()
-            self._engine = None
-            self._db = None
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
 
     async def _run(self, function: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
         return await anyio.to_thread.run_sync(
@@ -370,6 +389,42 @@ class SqliteClientStore(ClientStore):
 
         return await self._run(run, write=False)
 
+    async def synced_records_between(
+        self, resource: str, after_id: str | None, until_id: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Reconcile's range read (see ClientStore): the query is bounded on both sides, so a
+        small range reads only its own rows."""
+        table = self._table(resource)
+        bound = "" if until_id is None else " AND id <= ?"
+        sql = (
+            f"SELECT id, {RECORD_COLUMN} FROM {_q(table.name)} WHERE id > ?{bound} "
+            "ORDER BY id LIMIT ?"
+        )
+        params = (after_id or "", *(() if until_id is None else (until_id,)), limit)
+
+        def run(db: sqlite3.Connection) -> tuple[list[dict[str, Any]], str | None]:
+            rows = db.execute(sql, params).fetchall()
+            ids = [row[0] for row in rows]
+            bases: dict[str, Any] = {}
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                marks = ", ".join("?" for _ in chunk)
+                for record_id, base, known in db.execute(
+                    f"SELECT record_id, base, base_known FROM {CHANGELOG} WHERE resource = ?"
+                    f" AND state = 'queued' AND record_id IN ({marks}) ORDER BY seq",
+                    (resource, *chunk),
+                ):
+                    if record_id not in bases:  # the oldest entry holds the base
+                        bases[record_id] = orjson.loads(base) if known and base else None
+            out = [
+                orjson.loads(text) if record_id not in bases else bases[record_id]
+                for record_id, text in rows
+                if record_id not in bases or bases[record_id] is not None
+            ]
+            return out, (ids[-1] if len(ids) == limit else None)
+
+        return await self._run(run, write=False)
+
     # -- local writes and the changelog --------------------------------------------------------
 
     async def write(self, write: LocalWrite) -> tuple[dict[str, Any] | None, ChangelogEntry]:
@@ -386,9 +441,12 @@ class SqliteClientStore(ClientStore):
                 db.execute(table.upsert, table.row(after))
             # the first queued write of the record: what it replaces is the server's state
             first = db.execute(_HAS_QUEUED, (write.resource, write.record_id)).fetchone() is None
+            ready = db.execute(_READY_CURSOR, (write.resource,)).fetchone()
+            base_seq = None if ready is None else int(ready[0])
             cursor = db.execute(
                 f"INSERT INTO {CHANGELOG} (resource, operation, record_id, record, mutation_id,"
-                " version, guard, base, base_known) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " version, guard, base, base_known, base_seq)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     write.resource,
                     write.operation,
@@ -399,6 +457,7 @@ class SqliteClientStore(ClientStore):
                     _dumps(write.guard) if write.guard is not None else None,
                     _dumps(current) if first else None,
                     1 if first else 0,
+                    base_seq,
                 ),
             )
             seq = cursor.lastrowid
@@ -412,6 +471,7 @@ class SqliteClientStore(ClientStore):
                 mutation_id=write.mutation_id,
                 version=write.version,
                 guard=write.guard,
+                base_seq=base_seq,
             )
             return after, entry
 
@@ -770,7 +830,10 @@ class SqliteClientStore(ClientStore):
     async def finish_clone(self, resource: str) -> None:
         def run(db: sqlite3.Connection) -> None:
             state = self._states(db, [resource])[resource]
-            state.cursor = max(state.cursor, state.clone_cursor or 0)
+            # the clone is the server's state as of clone_cursor: pull on from there, even
+            # below the old cursor (a server restored from a backup is behind it)
+            if state.clone_cursor is not None:
+                state.cursor = state.clone_cursor
             state.hydration = "ready"
             state.clone_after_id = None
             state.clone_cursor = None
@@ -799,23 +862,68 @@ class SqliteClientStore(ClientStore):
 
 _ENTRY_COLUMNS = (
     "seq, resource, operation, record_id, record, mutation_id, version, guard, attempts,"
-    " last_error, state"
+    " last_error, state, base_seq"
 )
+#: the cursor of a resource that is ``ready`` (no row otherwise): a write's base_seq
+_READY_CURSOR = f"SELECT cursor FROM {SYNC_STATE} WHERE resource = ? AND hydration = 'ready'"
 _HAS_QUEUED = (
     f"SELECT 1 FROM {CHANGELOG} WHERE resource = ? AND record_id = ? AND state = 'queued' LIMIT 1"
 )
 
 
-def _changelog_columns() -> list[sa.Column[Any]]:
-    """The changelog's columns beyond the first version's (added to older files on open)."""
-    return [
-        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("last_error", sa.Text),
-        sa.Column("state", sa.Text, nullable=False, server_default="queued"),
-        # the record's base (JSON) on its oldest queued entry; base_known 0: not known
-        sa.Column("base", sa.Text),
-        sa.Column("base_known", sa.Integer, nullable=False, server_default="0"),
-    ]
+#: The changelog's columns; those from _CHANGELOG_FIRST on were added after the first version
+#: and are added to older files on open.
+_CHANGELOG_COLUMNS = (
+    ("seq", "INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT"),
+    ("resource", "TEXT NOT NULL"),
+    ("operation", "TEXT NOT NULL"),
+    ("record_id", "TEXT NOT NULL"),
+    ("record", "TEXT"),
+    ("mutation_id", "TEXT NOT NULL"),
+    ("version", "INTEGER NOT NULL"),
+    ("guard", "TEXT"),
+    ("attempts", "INTEGER DEFAULT '0' NOT NULL"),
+    ("last_error", "TEXT"),
+    ("state", "TEXT DEFAULT 'queued' NOT NULL"),
+    # the record's base (JSON) on its oldest queued entry; base_known 0: not known
+    ("base", "TEXT"),
+    ("base_known", "INTEGER DEFAULT '0' NOT NULL"),
+    # the resource's cursor when the write was made (sent as baseSeq); NULL: not hydrated
+    ("base_seq", "INTEGER"),
+)
+_CHANGELOG_FIRST = 8
+_CHANGELOG_INDEX = "ix_datafn_changelog_record"
+
+
+def _create(table: str, columns: Sequence[str], options: str = "") -> str:
+    body = ", \n\t".join(columns)
+    return f"CREATE TABLE IF NOT EXISTS {_q(table)} (\n\t{body}\n){options}"
+
+
+def _connect_args(url: str) -> tuple[str, dict[str, Any]]:
+    """The database and ``sqlite3.connect`` options a store URL names, read as SQLAlchemy's
+    SQLite dialect reads it (relative paths are relative to the working directory).
+
+    Plain URLs are read here; SQLAlchemy is imported only for URLs with options
+    (``?timeout=5``, ``?uri=true``), percent-escapes or anything else unusual.
+    """
+    scheme, sep, rest = url.partition("://")
+    plain = sep and scheme.lower() in ("sqlite", "sqlite+pysqlite")
+    if plain and (rest == "" or rest.startswith("/")) and not any(c in rest for c in "?#%"):
+        database = rest[1:]
+        if database in ("", ":memory:"):
+            return ":memory:", {}
+        return os.path.abspath(database), {}
+    import sqlalchemy as sa
+    from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+
+    try:
+        parsed = sa.make_url(url)
+        args, options = SQLiteDialect_pysqlite().create_connect_args(parsed)
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise StoreError(f"not a SQLite store URL: {exc}") from exc
+    options.pop("check_same_thread", None)  # the store's one connection is always shared
+    return str(args[0]), dict(options)
 
 
 def _entry(row: Sequence[Any]) -> ChangelogEntry:
@@ -831,6 +939,7 @@ def _entry(row: Sequence[Any]) -> ChangelogEntry:
         attempts=row[8],
         last_error=row[9],
         state=row[10],
+        base_seq=row[11],
     )
 
 

@@ -137,10 +137,19 @@ class SeedsReport:
 
     def summary(self) -> str:
         if self.ok:
+            conflicts = sum(v for k, v in self.stats.items() if k.startswith("conflicts_"))
+            rejected = int(self.stats.get("conflicts_rejected", 0))
             return (
                 f"{self.seeds} seeds: ok ({int(self.stats.get('writes', 0))} writes, "
                 f"{int(self.stats.get('faults', 0))} faults, "
-                f"{int(self.stats.get('client_crashes', 0))} client crashes)"
+                f"{int(self.stats.get('client_crashes', 0))} client crashes"
+                + (f", {int(conflicts)} conflict events" if conflicts else "")
+                + (
+                    f", {rejected} writes refused for a conflict and kept as dead letters"
+                    if rejected
+                    else ""
+                )
+                + ")"
             )
         found = ", ".join(f"{name} {count}" for name, count in sorted(self.by_invariant.items()))
         seeds = ", ".join(str(r.seed) for r in self.failures[:10])
@@ -170,7 +179,10 @@ def run_seeds(
     for result in _each(seeds, options):
         report.seeds += 1
         for key, value in result.stats.items():
-            report.stats[key] = report.stats.get(key, 0) + value
+            if key.startswith("max_"):  # a maximum over the seeds, not a sum
+                report.stats[key] = max(report.stats.get(key, 0), value)
+            else:
+                report.stats[key] = report.stats.get(key, 0) + value
         if on_result is not None:
             on_result(result)
         if not result.ok:

@@ -48,6 +48,10 @@ INVARIANTS: dict[str, str] = {
     "http-500": "no answer is an HTTP 500",
     "invalid-record": "every record the server holds satisfies the schema",
     "engine-error": "the client engine raises nothing but datafn errors",
+    "unrecovered": "every sync_stuck episode of the watchdog ends (sync_recovered) once the run "
+    "has settled; recovery times are in the stats (max_recovery_seconds, virtual seconds)",
+    "conflict-dropped": "a write refused for a conflict (the reject policy) is kept by its client "
+    "as a dead letter, never dropped; counted in the stats (conflicts_rejected)",
 }
 
 #: The schema of the workload: every write sets ``rev`` to a token naming that write, so each
@@ -91,6 +95,8 @@ class SimulationOptions:
     :param request_timeout: ``sync.request-timeout`` of the clients (virtual seconds).
     :param sync: more ``[tool.datafn.sync]`` settings for every client.
     :param pyproject: a pyproject.toml to read ``[tool.datafn]`` from (default: none).
+    :param conflicts: the server's conflict policy for every resource (``last-writer-wins``
+        or ``reject``; docs/concepts.md, "Conflicts").
     """
 
     clients: int | None = None
@@ -103,8 +109,15 @@ class SimulationOptions:
     request_timeout: float = 10.0
     sync: dict[str, Any] = field(default_factory=dict)
     pyproject: Path | str | None = None
+    conflicts: str = "last-writer-wins"
 
     def __post_init__(self) -> None:
+        from datafn.server.mutations import CONFLICT_POLICIES
+
+        if self.conflicts not in CONFLICT_POLICIES:
+            raise ValueError(
+                f"unknown conflict policy {self.conflicts!r}; known: {', '.join(CONFLICT_POLICIES)}"
+            )
         unknown = set(self.faults) - set(ALL_FAULTS)
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}; known: {', '.join(ALL_FAULTS)}")
@@ -118,6 +131,8 @@ class SimulationOptions:
         parts.append(f"steps={self.steps}")
         if tuple(self.faults) != ALL_FAULTS:
             parts.append(f"faults={','.join(self.faults) or 'none'}")
+        if self.conflicts != "last-writer-wins":
+            parts.append(f"conflicts={self.conflicts}")
         return " ".join(parts)
 
 

@@ -176,7 +176,10 @@ class _Incarnation:
                     ).random
                     client.events.on("mutation_applied", self._applied)
                     client.events.on("mutation_rejected", self._rejected)
+                    client.events.on("conflict", self._conflict)
                     client.events.on("sync_started", self._started)
+                    client.events.on("sync_stuck", self._stuck)
+                    client.events.on("sync_recovered", self._recovered)
                     self.client = client
                     async with anyio.create_task_group() as ops:
                         self.ops = ops
@@ -194,6 +197,22 @@ class _Incarnation:
     async def _applied(self, event: Any) -> None:
         self.run.last_mutation_id = event.context.mutation_id
 
+    async def _stuck(self, event: Any) -> None:
+        self.run.stuck[self.node.index] = (self, event.cause, event.since)
+        self.run.stats["stuck_episodes"] = self.run.stats.get("stuck_episodes", 0) + 1
+        self.run.note(
+            f"client {self.node.index}: sync_stuck ({event.cause}, for {event.duration:.1f} s)"
+        )
+
+    async def _recovered(self, event: Any) -> None:
+        self.run.stuck.pop(self.node.index, None)
+        stats = self.run.stats
+        stats["max_recovery_seconds"] = max(stats.get("max_recovery_seconds", 0), event.duration)
+        self.run.note(
+            f"client {self.node.index}: sync_recovered ({event.cause}, "
+            f"after {event.duration:.1f} s)"
+        )
+
     async def _started(self, event: Any) -> None:
         if event.context.phase == "clone_up":
             self.run.note(f"client {self.node.index}: cloneUp begins")
@@ -201,6 +220,18 @@ class _Incarnation:
     async def _rejected(self, event: Any) -> None:
         context = event.context
         self.run.rejected(self.node, context.mutation_id, context.record_id, context.error)
+
+    async def _conflict(self, event: Any) -> None:
+        stats = self.run.stats
+        key = f"conflicts_{event.role}"
+        stats[key] = stats.get(key, 0) + 1
+        if event.role == "rejected" and event.mutation_id is not None:
+            self.run.conflict_rejected.add((self.node.index, event.mutation_id))
+        self.run.note(
+            f"client {self.node.index}: conflict ({event.role}) on {event.record_id} "
+            f"({', '.join(event.fields)})",
+            records=[event.record_id],
+        )
 
     def crash(self) -> None:
         self.dead = True
@@ -440,9 +471,13 @@ class _Run:
         self.by_mutation: dict[tuple[str, str], _Write] = {}  # (client id, mutation id)
         self.reported: dict[tuple[str, str], str] = {}  # (client id, mutation id) → error
         self.discarded: set[str] = set()
+        #: (client index, mutation id) of the writes refused for a conflict (reject policy)
+        self.conflict_rejected: set[tuple[int, str]] = set()
         self.commits: list[_Commit] = []
         self.applied: dict[tuple[str, str], list[int]] = {}  # (client, mid) → commit numbers
         self.given: dict[str, int] = {}  # resource → highest cursor handed out
+        #: open watchdog episodes: client index → (incarnation, cause, since)
+        self.stuck: dict[int, tuple[_Incarnation, str, float]] = {}
         self.requests: list[_Request] = []
         self.stats: dict[str, float] = {
             "requests": 0,
@@ -458,7 +493,7 @@ class _Run:
             use_env=False,
             pyproject=self.pyproject,
             disable_plugin_autoload=True,
-            server={"database": "memory://"},
+            server={"database": "memory://", "conflicts": {"default": options.conflicts}},
         )
         self.server: _ServerIncarnation | None = None
         self.server_count = 0
@@ -1214,6 +1249,23 @@ class _Run:
         rows = await self.server_store.clone_page(NAMESPACE, RESOURCE, None, 1_000_000)
         return {str(r["id"]): dict(r) for r in rows}
 
+    async def check_recovered(self) -> None:
+        """Every stuck episode the watchdog reported has ended once the run settled: a last
+        look of each watchdog (the clients are synced now) must find nothing stuck. Episodes
+        of crashed incarnations end with them."""
+        for index, (incarnation, cause, since) in sorted(self.stuck.items()):
+            client = incarnation.client
+            if incarnation.dead or client is None:
+                continue
+            with anyio.move_on_after(SETTLE_OPERATION_LIMIT):
+                await client.sync.watchdog.check()
+            if index in self.stuck:
+                self.violation(
+                    "unrecovered",
+                    f"client {index} reported sync stuck ({cause}) at {since:.1f} s and had "
+                    "not recovered after settling",
+                )
+
     async def check(self) -> None:
         server = await self.server_records()
         # revs and deletes that reached the server's change log, by commit
@@ -1306,6 +1358,19 @@ class _Run:
                     f"({exc.code} at {exc.path})",
                     [record_id],
                 )
+        # a write refused for a conflict is a dead letter of its client, never dropped
+        for index, mutation_id in sorted(self.conflict_rejected):
+            node = self.nodes[index - 1]
+            kept = {e.mutation_id for e in await node.store.dead_letters()}
+            refused = self.by_mutation.get((node.client_id, mutation_id))
+            if refused is not None and refused.label in self.discarded:
+                continue  # the app discarded the dead letter
+            if mutation_id not in kept:
+                self.violation(
+                    "conflict-dropped",
+                    f"{self.label(node.client_id, mutation_id)} of {node.client_id} was refused "
+                    "for a conflict but is not among its dead letters",
+                )
         # 3. convergence
         for node in self.nodes:
             inc = node.incarnation
@@ -1397,6 +1462,7 @@ class _Run:
                     await self.run_step(index, step)
                 await self.settle()
                 await self.check()
+                await self.check_recovered()
             finally:
                 hosts.cancel_scope.cancel()
 

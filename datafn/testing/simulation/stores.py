@@ -98,7 +98,17 @@ def guarded_server_store(
     """``store`` as one incarnation of the server sees it; ``observer`` hears every push."""
     global _server_class
     if _server_class is None:
-        _server_class = _wrapper_class(ServerStore, {"apply_push": _apply_push})
+        _server_class = _wrapper_class(
+            ServerStore,
+            {
+                "apply_push": _apply_push,
+                # the server sets the conflict rules on the store it holds: the inner store's
+                "conflict_rules": property(
+                    lambda self: self._sim_inner.conflict_rules,
+                    lambda self, rules: setattr(self._sim_inner, "conflict_rules", rules),
+                ),
+            },
+        )
     wrapped: ServerStore = _server_class(store, dead, observer)
     # ServerStore.__init__ is not run: the attributes the server reads come from the inner
     # store through __getattr__ (url, schema, config, name)

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from datafn import Config, SyncContext, hookimpl
 from datafn.config import SettingsRegistry
+from datafn.models import is_import_path
 from datafn.schema import Schema, load_schema
 
 __all__ = ["StampSettings"]
@@ -58,9 +59,14 @@ def datafn_add_settings(settings: SettingsRegistry) -> None:
 def datafn_configure(config: Config) -> None:
     _State.settings = config.section("stamp")
     source = config.schema_source
-    if isinstance(source, str) and config.pyproject and not Path(source).is_absolute():
+    if (
+        isinstance(source, str)
+        and config.pyproject
+        and not is_import_path(source)
+        and not Path(source).is_absolute()
+    ):
         source = config.pyproject.parent / source
-    _State.schema = load_schema(source) if source is not None else None
+    _State.schema = load_schema(source, base_dir=config.base_dir) if source is not None else None
 
 
 def _user(context: SyncContext) -> str | None:
