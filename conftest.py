@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,13 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """The ```python and ```toml blocks of README.md and docs/**/*.md run as tests
+    (tests/docs/examples.py; imported only for those files)."""
+    if file_path.suffix != ".md":
+        return None
+    from tests.docs.examples import pytest_collect_file as collect_documentation
+
+    return collect_documentation(file_path, parent)  # type: ignore[no-any-return]

@@ -3,13 +3,67 @@
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 from pathlib import Path
+
+from markdown_roles import markdown_docstring
 
 from datafn.plugin import spec
 from datafn.plugin.manager import ASYNC_HOOKS
 
 TARGET = Path(__file__).with_name("hooks.md")
+
+#: Where the API reference documents the objects the specifications refer to (longest
+#: matching module first); a reference to anything else is shown as code.
+API_PAGES = {
+    "datafn.errors": "api/errors.md",
+    "datafn.events": "api/events.md",
+    "datafn.context": "api/plugins.md",
+    "datafn.plugin.manager": "api/plugins.md",
+    "datafn.server": "api/server.md",
+}
+
+_FIELD = re.compile(
+    r"^:(?P<kind>param|return|returns|raises?)(?:\s+(?P<name>[^:]+))?:\s*(?P<text>.*)$"
+)
+
+
+def api_link(shown: str, name: str) -> str:
+    """A Markdown link to the API page documenting ``name`` (plain code when none does)."""
+    for module in sorted(API_PAGES, key=len, reverse=True):
+        if name.startswith(module + "."):
+            return f"[`{shown}`]({API_PAGES[module]}#{name})"
+    return f"`{shown}`"
+
+
+def to_markdown(doc: str) -> str:
+    """A specification's docstring as Markdown: roles become links to the API reference,
+    ``:param x:`` fields a list of parameters, ``:return:`` a "Returns" paragraph, and
+    reST's double-backtick literals Markdown's single-backtick code."""
+    out: list[str] = []
+    in_field = False
+    text = re.sub(r"``([^`]+)``", r"`\1`", markdown_docstring(doc, api_link))
+    for line in text.split("\n"):
+        field = _FIELD.match(line)
+        if field:
+            kind, name, text = field["kind"], field["name"], field["text"]
+            if kind == "param":
+                if not (out and out[-1].startswith(("- ", "  "))):
+                    out += ["**Parameters**", ""]
+                out.append(f"- `{name.strip()}`: {text}")
+            else:
+                if out and out[-1]:
+                    out.append("")
+                label = "Returns" if kind.startswith("return") else "Raises"
+                out.append(f"**{label}:** {text}")
+            in_field = True
+        elif in_field and line.startswith("    "):
+            out.append(("  " if out[-1].startswith(("- ", "  ")) else "") + line.strip())
+        else:
+            in_field = False
+            out.append(line)
+    return "\n".join(out)
 
 
 def render() -> str:
@@ -31,7 +85,7 @@ def render() -> str:
             tags.append("firstresult")
         signature = f"{name}({', '.join(inspect.signature(fn).parameters)})"
         lines += [f"## `{signature}`", "", f"*{', '.join(tags)}*", ""]
-        lines += [(inspect.getdoc(fn) or "").strip(), ""]
+        lines += [to_markdown((inspect.getdoc(fn) or "").strip()), ""]
     return "\n".join(lines)
 
 

@@ -128,6 +128,38 @@ def _server_hook(name: str, kwargs: dict[str, Any]) -> Callable[..., Awaitable[N
     return run
 
 
+async def _resolve_conflict(recorder: Recorder, runtime: Runtime) -> None:
+    from datafn.server import DatafnServer
+    from datafn.server.store import PendingMutation
+
+    schema = {"resources": [{"name": "todos", "fields": [{"name": "title", "type": "string"}]}]}
+    server = DatafnServer(runtime, schema=schema, store="memory://")
+
+    def merge(mid: str, title: str, base: int | None) -> PendingMutation:
+        return PendingMutation(
+            mid, "todos", "merge", "t1", {"id": "t1", "title": title}, None, None, base
+        )
+
+    await server.store.apply_push("ns", "a", [merge("m1", "one", None)])
+    await server.store.apply_push("ns", "b", [merge("m2", "two", 1)])
+    outcome = await server.store.apply_push("ns", "a", [merge("m3", "three", 1)])
+    assert recorder.called("datafn_resolve_conflict") == [
+        {
+            "resource": "todos",
+            "record_id": "t1",
+            "operation": "merge",
+            "fields": ["title"],
+            "current": {"id": "t1", "title": "two"},
+            "incoming": {"id": "t1", "title": "three"},
+            "base_seq": 1,
+            "client_id": "a",
+            "other_client_id": "b",
+        }
+    ]
+    # it answered None: the policy (last writer wins) applied the write
+    assert outcome.results == [None] and outcome.conflicts[0]["resolution"] == "last-writer-wins"
+
+
 _CTX = RequestContext(action="push", identity=Identity("alice"), namespace="user:alice")
 
 EXERCISES: dict[str, Callable[..., Awaitable[None]]] = {
@@ -159,6 +191,7 @@ EXERCISES: dict[str, Callable[..., Awaitable[None]]] = {
     "datafn_authorize": _server_hook(
         "datafn_authorize", {"context": _CTX, "action": "push", "payload": {}}
     ),
+    "datafn_resolve_conflict": _resolve_conflict,
     "datafn_resolve_namespace": _server_hook(
         "datafn_resolve_namespace", {"identity": Identity("alice"), "headers": {}}
     ),

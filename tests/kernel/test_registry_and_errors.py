@@ -23,7 +23,8 @@ def test_unknown_well_known_name_says_which_distribution_to_install() -> None:
         registry.get("sqlite")
     assert str(info.value) == (
         "no client store named 'sqlite' is installed; "
-        "install the 'datafn-sqlmodel' distribution (pip install datafn-sqlmodel)"
+        "install the 'datafn-sqlmodel' distribution (it ships with datafn's sources: "
+        "pip install ./contrib/datafn-sqlmodel from a checkout)"
     )
 
 
