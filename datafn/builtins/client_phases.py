@@ -604,7 +604,7 @@ async def _push_conflicts(
             theirs=previous if isinstance(previous, dict) else None,
             base_seq=conflict.get("baseSeq"),
             overwritten_seq=conflict.get("seq"),
-            winning_seq=None,
+            winning_seq=conflict.get("winningSeq"),
             winner_client_id=engine.client_id,
             other_client_id=conflict.get("clientId"),
             resolution=conflict.get("resolution"),

@@ -326,6 +326,8 @@ def plan_push(
                 )
         if change is not None:
             plan.last_seq += 1
+            if conflict is not None:  # the writer learns the seq its write won with
+                conflict = {**conflict, "winningSeq": plan.last_seq}
             change_row = Change(
                 plan.last_seq, mutation.resource, mutation.id, *change, client_id, conflict
             )

@@ -71,6 +71,7 @@ class ConflictSuite:
             "clientId": "c2",
             "previous": {"title": "theirs"},
             "resolution": "last-writer-wins",
+            "winningSeq": 3,
         }
         assert outcome.conflicts == {0: expected}
         assert await _record(store, "a") == {"id": "a", "title": "ours", "done": True}

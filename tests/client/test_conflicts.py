@@ -126,6 +126,7 @@ async def test_one_field_edited_by_two_clients_is_reported_on_both(
         assert (overwrote.ours, overwrote.theirs) == ({"title": "ours"}, {"title": "theirs"})
         assert overwrote.winner_client_id == "c1" and overwrote.other_client_id == "c2"
         assert overwrote.base_seq == 1 and overwrote.overwritten_seq == 2
+        assert overwrote.winning_seq == 3
         await c2.sync.pull()
         [overwritten] = seen2
         assert overwritten.role == "overwritten"

@@ -39,6 +39,7 @@ async def test_push_pull_and_global_pull_carry_the_conflict(make_api: MakeApi) -
             "clientId": "c2",
             "previous": {"title": "theirs"},
             "resolution": "last-writer-wins",
+            "winningSeq": 3,
         }
         assert answer["applied"] == ["m1"]
         assert answer["conflicts"] == [
