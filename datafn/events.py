@@ -24,6 +24,7 @@ __all__ = [
     "AnyListener",
     "ConflictEvent",
     "ConnectivityChangedEvent",
+    "EpisodeEvent",
     "Event",
     "EventBus",
     "EventContext",
@@ -32,6 +33,7 @@ __all__ = [
     "MutationAppliedEvent",
     "MutationDiscardedEvent",
     "MutationRejectedEvent",
+    "PhaseEvent",
     "PluginErrorEvent",
     "RecordsChangedEvent",
     "SyncAppliedEvent",
@@ -40,6 +42,7 @@ __all__ = [
     "SyncRetryEvent",
     "SyncStartedEvent",
     "SyncStuckEvent",
+    "WriteEvent",
     "WsConnectedEvent",
     "WsDisconnectedEvent",
 ]
@@ -139,12 +142,14 @@ def _error(value: BaseException | None) -> BaseException:
 
 
 @dataclass(frozen=True, eq=False)
-class SyncStartedEvent(Event):
-    """``sync_started``: A sync operation begins."""
+class PhaseEvent(Event):
+    """What the events about one sync operation carry (``sync_started``, ``sync_applied``,
+    ``sync_failed``)."""
 
     @property
     def phase(self) -> str:
-        """The phase: ``clone``, ``pull``, ``push``, ``reconcile``, ``seed``, ``clone_up``."""
+        """The phase: ``clone``, ``pull``, ``push``, ``reconcile``, ``seed``, ``clone_up`` (and
+        ``loop``, ``realtime`` for the background tasks' failures)."""
         return self.context.phase or ""
 
     @property
@@ -154,18 +159,13 @@ class SyncStartedEvent(Event):
 
 
 @dataclass(frozen=True, eq=False)
-class SyncAppliedEvent(Event):
+class SyncStartedEvent(PhaseEvent):
+    """``sync_started``: A sync operation begins."""
+
+
+@dataclass(frozen=True, eq=False)
+class SyncAppliedEvent(PhaseEvent):
     """``sync_applied``: A clone, pull, push, reconcile, seed or clone_up succeeded."""
-
-    @property
-    def phase(self) -> str:
-        """The phase."""
-        return self.context.phase or ""
-
-    @property
-    def resources(self) -> tuple[str, ...]:
-        """The resources it concerned."""
-        return self.context.resources
 
     @property
     def result(self) -> Any:
@@ -174,18 +174,8 @@ class SyncAppliedEvent(Event):
 
 
 @dataclass(frozen=True, eq=False)
-class SyncFailedEvent(Event):
+class SyncFailedEvent(PhaseEvent):
     """``sync_failed``: A sync operation failed after all retries (or was vetoed)."""
-
-    @property
-    def phase(self) -> str:
-        """The phase (``loop``, ``realtime`` for the background tasks)."""
-        return self.context.phase or ""
-
-    @property
-    def resources(self) -> tuple[str, ...]:
-        """The resources it concerned."""
-        return self.context.resources
 
     @property
     def error(self) -> BaseException:
@@ -249,8 +239,9 @@ class WsDisconnectedEvent(Event):
 
 
 @dataclass(frozen=True, eq=False)
-class MutationAppliedEvent(Event):
-    """``mutation_applied``: A local write committed to the local store."""
+class WriteEvent(Event):
+    """What the events about one local write carry (``mutation_applied``,
+    ``mutation_rejected``, ``mutation_discarded``)."""
 
     @property
     def resource(self) -> str:
@@ -274,28 +265,13 @@ class MutationAppliedEvent(Event):
 
 
 @dataclass(frozen=True, eq=False)
-class MutationRejectedEvent(Event):
+class MutationAppliedEvent(WriteEvent):
+    """``mutation_applied``: A local write committed to the local store."""
+
+
+@dataclass(frozen=True, eq=False)
+class MutationRejectedEvent(WriteEvent):
     """``mutation_rejected``: A write was refused for good (or became a dead letter)."""
-
-    @property
-    def resource(self) -> str:
-        """The resource written."""
-        return self.context.resource or ""
-
-    @property
-    def record_id(self) -> str:
-        """The record's id."""
-        return self.context.record_id or ""
-
-    @property
-    def operation(self) -> str:
-        """``insert``, ``merge``, ``replace`` or ``delete``."""
-        return self.context.operation or ""
-
-    @property
-    def mutation_id(self) -> str:
-        """The write's mutation id."""
-        return self.context.mutation_id or ""
 
     @property
     def error(self) -> Any:
@@ -304,28 +280,8 @@ class MutationRejectedEvent(Event):
 
 
 @dataclass(frozen=True, eq=False)
-class MutationDiscardedEvent(Event):
+class MutationDiscardedEvent(WriteEvent):
     """``mutation_discarded``: The application discarded a queued write or a dead letter."""
-
-    @property
-    def resource(self) -> str:
-        """The resource written."""
-        return self.context.resource or ""
-
-    @property
-    def record_id(self) -> str:
-        """The record's id."""
-        return self.context.record_id or ""
-
-    @property
-    def operation(self) -> str:
-        """``insert``, ``merge``, ``replace`` or ``delete``."""
-        return self.context.operation or ""
-
-    @property
-    def mutation_id(self) -> str:
-        """The write's mutation id."""
-        return self.context.mutation_id or ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -379,9 +335,8 @@ class PluginErrorEvent(Event):
 
 
 @dataclass(frozen=True, eq=False)
-class SyncStuckEvent(Event):
-    """``sync_stuck``: The watchdog found that sync stopped making progress (once per episode;
-    see docs/client.md, "When sync is stuck")."""
+class EpisodeEvent(Event):
+    """What the watchdog's events carry (``sync_stuck``, ``sync_recovered``)."""
 
     @property
     def cause(self) -> str:
@@ -396,8 +351,15 @@ class SyncStuckEvent(Event):
 
     @property
     def duration(self) -> float:
-        """Seconds from ``since`` until the episode was found."""
+        """Seconds from ``since`` until the episode was found (``sync_stuck``) or its end was
+        seen (``sync_recovered``)."""
         return float(self.context.extra.get("duration", 0.0))
+
+
+@dataclass(frozen=True, eq=False)
+class SyncStuckEvent(EpisodeEvent):
+    """``sync_stuck``: The watchdog found that sync stopped making progress (once per episode;
+    see docs/client.md, "When sync is stuck")."""
 
     @property
     def detail(self) -> str:
@@ -406,23 +368,8 @@ class SyncStuckEvent(Event):
 
 
 @dataclass(frozen=True, eq=False)
-class SyncRecoveredEvent(Event):
+class SyncRecoveredEvent(EpisodeEvent):
     """``sync_recovered``: A stuck episode ended: sync makes progress again."""
-
-    @property
-    def cause(self) -> str:
-        """The cause the episode was reported with."""
-        return str(self.context.extra.get("cause", ""))
-
-    @property
-    def since(self) -> float:
-        """When progress had stopped, in seconds of the engine's clock."""
-        return float(self.context.extra.get("since", 0.0))
-
-    @property
-    def duration(self) -> float:
-        """Seconds from ``since`` until the recovery was seen."""
-        return float(self.context.extra.get("duration", 0.0))
 
     @property
     def recoveries(self) -> int:
