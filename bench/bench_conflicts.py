@@ -14,8 +14,8 @@ store's share is what is measured), in three ways:
 
     python bench/bench_conflicts.py [--records 20000] [--batch 100]
 
-PostgreSQL: ``DATAFN_TEST_POSTGRES_URL`` (default
-``postgresql+psycopg://postgres@127.0.0.1:5432/test``); a fresh database is created and dropped.
+PostgreSQL: the server of ``DATAFN_BENCH_POSTGRES_URL`` (see
+bench/bench_support.py); a fresh database is created and dropped.
 Figures are printed, never asserted.
 """
 
@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from bench_support import postgres_database
 
 from datafn.schema import load_schema
 from datafn.server.memory import MemoryServerStore
@@ -47,9 +45,6 @@ SCHEMA = load_schema(
             }
         ]
     }
-)
-POSTGRES_URL = os.environ.get(
-    "DATAFN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 
 
@@ -102,26 +97,6 @@ async def run(store: ServerStore, records: int, batch: int) -> dict[str, float]:
         out["base, conflict"] = records / (time.perf_counter() - start)
         assert reported == records, reported
     return out
-
-
-@contextmanager
-def postgres_database() -> Iterator[str | None]:
-    try:
-        import psycopg
-
-        admin = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://", 1)
-        with psycopg.connect(admin, connect_timeout=3, autocommit=True) as conn:
-            name = f"datafn_bench_{uuid.uuid4().hex[:10]}"
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        print(f"PostgreSQL skipped: not reachable ({type(exc).__name__}: {exc})")
-        yield None
-        return
-    try:
-        yield POSTGRES_URL.rpartition("/")[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def main() -> None:

@@ -17,8 +17,8 @@ For each backend it measures, in this order:
 * client clone end to end: records/s of ``client.sync.clone()`` of a Python client (in a child
   process of its own) into a fresh SQLite store, requests, JSON and local writes included.
 
-PostgreSQL: ``DATAFN_BENCH_POSTGRES_URL`` (default
-``postgresql+psycopg://postgres@127.0.0.1:5432/test``); the benchmark creates a database of its
+PostgreSQL: the server of ``DATAFN_BENCH_POSTGRES_URL`` (see
+bench/bench_support.py); the benchmark creates a database of its
 own there and drops it at the end. ``--skip-postgres`` / ``--skip-sqlite`` run one backend.
 Figures are printed, never asserted.
 """
@@ -34,10 +34,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from bench_support import postgres_database
 
 SCHEMA: dict[str, Any] = {
     "resources": [
@@ -51,9 +51,6 @@ SCHEMA: dict[str, Any] = {
         }
     ]
 }
-POSTGRES_URL = os.environ.get(
-    "DATAFN_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 #: the server runs the built-in plugins and the SQL stores only: policy and observer plugins
 #: installed in a development environment would otherwise run on every request
 SERVER_ENV = {"DATAFN_PLUGINS": "sqlmodel-server"}
@@ -222,26 +219,6 @@ def run_backend(name: str, database: str, folder: Path, rows: int, batch: int) -
         row["client_clone"] = client_clone(server.remote, folder)
         print(f"{name}: done", flush=True)
         return row
-
-
-@contextmanager
-def postgres_database() -> Iterator[str | None]:
-    try:
-        import psycopg
-
-        admin = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://", 1)
-        with psycopg.connect(admin, connect_timeout=3, autocommit=True) as conn:
-            name = f"datafn_bench_{uuid.uuid4().hex[:10]}"
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        print(f"PostgreSQL skipped: not reachable ({type(exc).__name__}: {exc})")
-        yield None
-        return
-    try:
-        yield POSTGRES_URL.rpartition("/")[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def report(rows: list[dict[str, Any]], total: int, batch: int) -> None:

@@ -5,19 +5,17 @@ it from this process with one keep-alive connection::
 
     python bench/bench_server.py [--records 50000]
 
-PostgreSQL: ``DATAFN_BENCH_POSTGRES_URL`` (else ``DATAFN_TEST_POSTGRES_URL``, else the default
-``postgresql+psycopg://postgres@127.0.0.1:5432/test``); a fresh database is created and dropped.
+PostgreSQL: the server of ``DATAFN_BENCH_POSTGRES_URL`` (see
+bench/bench_support.py); a fresh database is created and dropped.
 Figures are printed, never asserted.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 
 import httpx
 import orjson
+from bench_support import postgres_database
 
 from datafn.testing.process import ServerProcess
 
@@ -40,10 +39,6 @@ SCHEMA = {
         }
     ]
 }
-POSTGRES_URL = os.environ.get(
-    "DATAFN_BENCH_POSTGRES_URL",
-    os.environ.get("DATAFN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
-)
 
 
 @contextmanager
@@ -143,26 +138,6 @@ def run_backend(name: str, database: str, workdir: Path, records: int) -> dict[s
         row["p50"], row["p99"] = bench_empty_pull(driver)
         driver.http.close()
         return row
-
-
-@contextmanager
-def postgres_database() -> Iterator[str | None]:
-    try:
-        import psycopg
-
-        admin = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://", 1)
-        with psycopg.connect(admin, connect_timeout=3, autocommit=True) as conn:
-            name = f"datafn_bench_{uuid.uuid4().hex[:10]}"
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        print(f"PostgreSQL skipped: not reachable ({type(exc).__name__}: {exc})")
-        yield None
-        return
-    try:
-        yield POSTGRES_URL.rpartition("/")[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ pushes queue on that namespace's seq lock, whatever the number of processes)::
 
 The load comes from this process over raw HTTP/1.1 (asyncio streams, bodies encoded ahead),
 so that the client takes as little of the machine's CPU as it can; the server processes, the
-load and PostgreSQL share the same cores. PostgreSQL: ``DATAFN_TEST_POSTGRES_URL`` (default
-``postgresql+psycopg://postgres@127.0.0.1:5432/test``); a fresh database per run, dropped
+load and PostgreSQL share the same cores. PostgreSQL: the server of
+``DATAFN_BENCH_POSTGRES_URL`` (see bench/bench_support.py); a fresh database per run, dropped
 afterwards. Figures are printed, never asserted.
 """
 
@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any
 
 import orjson
 import psutil
+from bench_support import postgres_database
 
 from datafn.testing.process import ServerProcess
 
@@ -45,24 +44,6 @@ SCHEMA = {
         }
     ]
 }
-POSTGRES_URL = os.environ.get(
-    "DATAFN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    import psycopg
-
-    admin = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://", 1)
-    name = f"datafn_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, connect_timeout=3, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield POSTGRES_URL.rpartition("/")[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
@@ -78,7 +59,7 @@ def server(
         tokens = ", ".join(f'"token-{i}" = "client-{i}"' for i in range(clients))
         settings += f'tokens = {{ {tokens} }}\nnamespace-template = "user:{{subject}}"\n'
     (workdir / "pyproject.toml").write_text("[tool.datafn.server]\n" + settings)
-    with postgres_database() as url:
+    with postgres_database(required=True) as url:
         proc = ServerProcess(schema, database=url, cwd=workdir, workers=workers)
         with proc:
             deadline = time.monotonic() + 60
