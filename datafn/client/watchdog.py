@@ -23,6 +23,10 @@ While offline (``status().online`` false) a failing push or pull is the connecti
 trigger's business, not a stuck sync: those two causes are not counted and their clocks pause
 until the client is back online; an episode under way does not end while offline.
 
+The pull clocks are cleared only by a pull that made requests: ``pull_failing``'s when one
+succeeds, ``pull_behind``'s when one catches up (or moves a cursor). A clone clears neither (a
+fresh copy is no proof that pulls work again).
+
 The first cause found starts an **episode**: ``sync_stuck`` is emitted once (cause, since,
 duration, detail) and ``status().stuck`` is set; when a check finds no cause any more,
 ``sync_recovered`` is emitted once (cause, since, duration, recoveries) and
@@ -36,6 +40,17 @@ again each time the cause's threshold passes, at most ``max-recoveries`` times, 
   rebased), then pull;
 - announcement_unanswered: pull at once; second attempt: a full round (``sync_all``); third
   on: clone again, then pull.
+
+A clone again is only for pulls that keep succeeding without catching up, or that keep
+failing for a reason a retry does not cure. While the last pull failed transiently (see
+:func:`~datafn.client.engine.is_transient`: the server unavailable or overloaded, out of
+reach, a timeout, a limit exceeded) or the client is offline, the recovery never clones: the
+second attempt reconnects instead, the others pull again. The clone replaces a resource's
+records at its first page, in one transaction, under the engine's lock; a clone the server
+does not answer leaves every resource as it was (``ready``, pulling from its cursor). Each
+resource is cloned again by the watchdog at most once per :data:`RECLONE_WINDOW_FACTOR` ×
+``max(pull-after, announce-after)`` seconds, across episodes; a recovery whose clone is not
+due pulls only.
 
 Every time is read from the engine's clock (``engine.clock``, ``anyio.current_time`` by
 default), so the simulator's virtual time and tests' fake clocks drive it.
@@ -55,7 +70,7 @@ if TYPE_CHECKING:
     from datafn.client.engine import SyncEngine
     from datafn.events import Event
 
-__all__ = ["CAUSES", "Watchdog"]
+__all__ = ["CAUSES", "RECLONE_WINDOW_FACTOR", "Watchdog"]
 
 log = logging.getLogger("datafn.sync")
 
@@ -67,6 +82,10 @@ CAUSES = (
     "announcement_unanswered",
     "queue_blocked",
 )
+
+#: The watchdog clones a resource again at most once per this many times ``max(pull-after,
+#: announce-after)`` (20 minutes with the defaults), whatever the episodes.
+RECLONE_WINDOW_FACTOR = 10
 
 
 @dataclass
@@ -87,6 +106,7 @@ class Watchdog:
         self.settings = engine.config.watchdog
         self._push_failing_since: float | None = None
         self._pull_failing_since: float | None = None
+        self._pull_error: BaseException | None = None
         self._pull_behind_since: float | None = None
         self._last_cursors: dict[str, int] | None = None
         self._pull_started_at: float | None = None
@@ -99,6 +119,8 @@ class Watchdog:
         self._offline_at: float | None = None
         self._wake = anyio.Event()
         self._recovering = False
+        #: when the watchdog last cloned each resource again
+        self._recloned_at: dict[str, float] = {}
         events = engine.events
         events.on("sync_started", self._on_started)
         events.on("sync_applied", self._on_applied)
@@ -125,19 +147,21 @@ class Watchdog:
         elif phase == "pull":
             self._pulled(event.context.result)
         elif phase == "clone":
-            # a fresh copy: the pulls start over from its cursors
+            # a fresh copy: the next pull's cursors are compared with its own, not the clone's;
+            # the pull clocks go on until a pull succeeds or catches up
             self._last_cursors = None
-            self._pull_failing_since = None
-            self._pull_behind_since = None
         else:
             return
         self._poke()
 
     def _pulled(self, report: Any) -> None:
         now = self._now()
-        self._pull_failing_since = None
         if not isinstance(report, PullReport):
+            self._pull_failing_since, self._pull_error = None, None
             return
+        if not report.requests:
+            return  # nothing was asked of the server (nothing hydrated): no news
+        self._pull_failing_since, self._pull_error = None, None
         if report.has_more:
             last = self._last_cursors or {}
             moved = report.changes > 0 or any(c > last.get(r, c) for r, c in report.cursors.items())
@@ -163,6 +187,7 @@ class Watchdog:
         elif phase == "pull":
             if self._pull_failing_since is None:
                 self._pull_failing_since = now
+            self._pull_error = event.context.error
         else:
             return
         self._poke()
@@ -323,14 +348,15 @@ class Watchdog:
         engine = self.engine
         log.info("sync watchdog: recovery %d of %s", attempt, cause)
         if cause in ("push_failing", "queue_blocked"):
-            if attempt == 2:
-                await engine.set_online(False)  # reconnect: the connectivity trigger probes
-                if "connectivity" in engine.active_triggers:
-                    return
-                await engine.set_online(True)
+            if attempt == 2 and await self._reconnect():
+                return
             await engine.quietly(engine.push)
         elif cause in ("pull_failing", "pull_behind") or attempt >= 3:
-            if attempt >= 2:
+            if attempt >= 2 and self._transient():
+                # the server is down, overloaded or out of reach: a copy would not come either
+                if attempt == 2 and await self._reconnect():
+                    return
+            elif attempt >= 2:
                 await self._clone_again()
             await engine.quietly(engine.pull)
         elif attempt == 2:
@@ -338,14 +364,45 @@ class Watchdog:
         else:
             await engine.quietly(engine.pull)
 
-    async def _clone_again(self) -> None:
+    async def _reconnect(self) -> bool:
+        """Go offline so the connectivity trigger probes the server and runs a full round:
+        True when that trigger runs (it takes over); otherwise back online at once, False."""
         engine = self.engine
+        await engine.set_online(False)
+        if "connectivity" in engine.active_triggers:
+            return True
+        await engine.set_online(True)
+        return False
+
+    def _transient(self) -> bool:
+        """Whether the pulls fail for a reason a retry cures (or the client is offline)."""
+        from datafn.client.engine import is_transient  # the engine module imports this one
+
+        if not self.engine.online:
+            return True
+        error = self._pull_error
+        return self._pull_failing_since is not None and error is not None and is_transient(error)
+
+    async def _clone_again(self) -> None:
+        """Clone the hydrated resources again, those not cloned again within the window. The
+        clone itself replaces their records at its first page, under the engine's lock: one
+        the server does not answer leaves them ``ready`` (nothing is marked beforehand)."""
+        engine = self.engine
+        now = self._now()
+        window = RECLONE_WINDOW_FACTOR * max(self.settings.pull_after, self.settings.announce_after)
         states = await engine.store.states(engine.resources)
-        ready = [r for r, s in states.items() if s.hydration == "ready"]
-        for resource in ready:
-            await engine.store.reset_hydration(resource)
-        if ready:
-            await engine.quietly(lambda: engine.clone(ready))
+        due = [
+            resource
+            for resource, state in states.items()
+            if state.hydration == "ready"
+            and now - self._recloned_at.get(resource, now - window) >= window
+        ]
+        if not due:
+            log.info("sync watchdog: every resource was cloned again less than %.0f s ago", window)
+            return
+        for resource in due:
+            self._recloned_at[resource] = now
+        await engine.quietly(lambda: engine.clone(due))
 
     # -- the task --------------------------------------------------------------------------
 

@@ -46,6 +46,9 @@ class Faults(httpx.AsyncBaseTransport):
         if mode == "unavailable":
             error = {"code": "SERVICE_UNAVAILABLE", "message": "down", "details": {"path": "$"}}
             return httpx.Response(503, json={"ok": False, "error": error})
+        if mode == "refused":  # a failure no retry cures
+            error = {"code": "FORBIDDEN", "message": "refused", "details": {"path": "$"}}
+            return httpx.Response(403, json={"ok": False, "error": error})
         if mode == "behind":  # the server says there is more, and gives nothing
             payload = orjson.loads(request.read())
             result = {"ok": True, "records": {}, "merged": {}, "deleted": {}}
@@ -147,7 +150,7 @@ async def test_failing_pulls_are_pulled_again_then_cloned_again(
 ) -> None:
     async with watched(store_url, tmp_path) as (_server, x, faults, clock, seen):
         watchdog = x.sync.watchdog
-        faults.broken["pull"] = "unavailable"
+        faults.broken["pull"] = "refused"
         with pytest.raises(ProtocolError):
             await x.sync.pull()
         clock.now = 130.0
@@ -301,3 +304,121 @@ async def test_offline_time_does_not_count(store_url: str, tmp_path: Path) -> No
         state = await x.sync.watchdog.check()
         assert state is not None and state.since == 900.0
         assert [e.name for e in seen] == ["sync_stuck"]
+
+
+async def _pull_quietly(x: Client) -> None:
+    """What a trigger does now and then while the watchdog looks: a pull whose failure is
+    only reported."""
+    with contextlib.suppress(ProtocolError):
+        await x.sync.pull()
+
+
+async def test_an_outage_is_waited_out_without_cloning_again(
+    store_url: str, tmp_path: Path
+) -> None:
+    # the server answers 503 to everything for ten minutes; the client stays online
+    async with watched(store_url, tmp_path) as (server, x, faults, clock, seen):
+        records = [{"id": f"t{i:03d}", "title": "x"} for i in range(50)]
+        await server.store.seed("datafn", {"todos": records})
+        await x.sync.pull()
+        watchdog = x.sync.watchdog
+        for endpoint in ("pull", "clone", "push", "status", "reconcile"):
+            faults.broken[endpoint] = "unavailable"
+        await _pull_quietly(x)
+        faults.sent.clear()
+        for step in range(1, 21):
+            clock.now = step * 30.0
+            state = await watchdog.check()
+            assert step < 4 or (state is not None and state.cause == "pull_failing")
+            if step % 2 == 0:
+                await _pull_quietly(x)
+        assert "clone" not in faults.sent  # a copy would not come either
+        assert faults.sent.count("pull") >= 10 + 2  # the triggers' pulls and the recoveries'
+        assert _names(seen) == [("sync_stuck", "pull_failing")]  # no recovery while it fails
+        status = await x.sync.status()
+        assert set(status.hydration.values()) == {"ready"}
+        assert status.stuck is not None and status.stuck.recoveries == 3
+        faults.broken.clear()
+        faults.sent.clear()
+        await x.sync.pull()  # the server is back: one pull, from the cursors
+        assert faults.sent == ["pull"]
+        assert await x.table("todos").count() == 50
+        clock.now = 630.0
+        assert await watchdog.check() is None
+        assert _names(seen) == [("sync_stuck", "pull_failing"), ("sync_recovered", "pull_failing")]
+
+
+async def test_a_pull_that_stays_behind_is_cloned_again_a_bounded_number_of_times(
+    store_url: str, tmp_path: Path
+) -> None:
+    async with watched(store_url, tmp_path) as (_server, x, faults, clock, seen):
+        watchdog = x.sync.watchdog
+        faults.broken["pull"] = "behind"
+        await x.sync.pull()
+        faults.sent.clear()
+        resources = len(x.sync.resources)
+        for step in range(1, 121):  # an hour, a check every 30 s and a pull every minute
+            clock.now = step * 30.0
+            await watchdog.check()
+            if step % 2 == 0:
+                await x.sync.pull()
+        # one episode, still under way: recovery 2 cloned again, recovery 3 was not due
+        assert _names(seen) == [("sync_stuck", "pull_behind")]
+        assert faults.sent.count("clone") == resources
+        assert (await x.sync.status()).stuck is not None
+
+
+async def test_episodes_that_keep_coming_back_clone_again_once_per_window(
+    store_url: str, tmp_path: Path
+) -> None:
+    # every ten minutes one pull catches up (a real recovery), then the pulls fall behind again
+    async with watched(store_url, tmp_path) as (_server, x, faults, clock, seen):
+        watchdog = x.sync.watchdog
+        faults.broken["pull"] = "behind"
+        await x.sync.pull()
+        faults.sent.clear()
+        resources = len(x.sync.resources)
+        for step in range(1, 121):
+            clock.now = step * 30.0
+            await watchdog.check()
+            if step % 20 == 0:
+                del faults.broken["pull"]
+                await x.sync.pull()
+                faults.broken["pull"] = "behind"
+            elif step % 2 == 0:
+                await x.sync.pull()
+        names = _names(seen)
+        assert names.count(("sync_stuck", "pull_behind")) == 6
+        assert names.count(("sync_recovered", "pull_behind")) == 5  # the sixth goes on
+        # a re-clone at most once per 10 × pull-after (20 minutes): 3 in the hour, not 6
+        max_recoveries = x.sync.config.watchdog.max_recoveries
+        assert faults.sent.count("clone") == 3 * resources
+        assert faults.sent.count("clone") <= max_recoveries * resources
+
+
+async def test_a_recovery_clone_the_server_refuses_leaves_the_resources_ready(
+    store_url: str, tmp_path: Path
+) -> None:
+    async with watched(store_url, tmp_path) as (server, x, faults, clock, seen):
+        await server.store.seed("datafn", {"todos": [{"id": "t1", "title": "x"}]})
+        await x.sync.pull()
+        watchdog = x.sync.watchdog
+        faults.broken["pull"] = "behind"
+        await x.sync.pull()
+        faults.broken["clone"] = "unavailable"
+        clock.now = 120.0
+        await watchdog.check()  # recovery 1: a pull
+        faults.sent.clear()
+        clock.now = 240.0
+        await watchdog.check()  # recovery 2: the clone is refused
+        assert "clone" in faults.sent and faults.sent[-1] == "pull"
+        status = await x.sync.status()
+        assert set(status.hydration.values()) == {"ready"}
+        assert await x.table("todos").get("t1") is not None
+        faults.broken.clear()
+        faults.sent.clear()
+        await x.sync.pull()  # nothing is downloaded again
+        assert faults.sent == ["pull"]
+        clock.now = 241.0
+        assert await watchdog.check() is None
+        assert _names(seen) == [("sync_stuck", "pull_behind"), ("sync_recovered", "pull_behind")]
