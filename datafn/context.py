@@ -38,7 +38,9 @@ class SyncContext:
     """What a ``datafn_before_sync`` / ``datafn_after_sync`` implementation is told.
 
     ``side`` is ``"client"`` or ``"server"``; ``namespace`` and ``identity`` are only known on
-    the server; ``resources`` are the resources the operation concerns.
+    the server; ``resources`` are the resources the operation concerns (on the server, for
+    the forms that name none, a clone without ``tables`` and the global-cursor pull, every
+    resource they answer: all but the remote-only ones).
     """
 
     side: Side

@@ -55,6 +55,19 @@ async def test_before_and_after_sync_run_around_each_operation(make_api: MakeApi
     assert policy.after[0][1]["applied"] == ["insert-a", "insert-b"]
 
 
+async def test_forms_naming_no_resource_tell_the_resources_they_serve(make_api: MakeApi) -> None:
+    """A clone without tables and the global-cursor pull name no resource; the context lists
+    every resource they answer (the synced ones), so a policy on resources can check them."""
+    policy = _Policy()
+    async with make_api(plugins=(policy,)) as api:
+        await api.ok("clone", {"clientId": "c1"})
+        await api.ok("pull", {"clientId": "c1", "cursor": "0"})
+        await api.ok("clone", {"clientId": "c1", "tables": ["notes"]})
+    synced = ("todos", "notes", "kv")  # "audit" is remote-only; "kv" is built in
+    contexts = [context.resources for _, context in policy.before]
+    assert contexts == [synced, synced, ("notes",)]
+
+
 async def test_a_veto_refuses_with_its_code_and_nothing_is_written(make_api: MakeApi) -> None:
     async with make_api(plugins=(_Policy(),)) as api:
         error = await api.error(

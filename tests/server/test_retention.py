@@ -69,6 +69,86 @@ async def test_a_pull_from_below_the_floor_is_a_410_envelope_naming_the_resource
         await api.pull({"todos": whole["cursors"]["todos"], "notes": "3"})
 
 
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'retention.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+async def _compacted_log(api: Any) -> int:
+    """Pushes, retention (the floor at the delete of t07), more pushes; answers the floor."""
+    await api.push(*(mutation("insert", f"t{i:02}", {"title": f"t{i}"}) for i in range(10)))
+    await api.push(mutation("insert", "n1", {"body": "x"}, resource="notes"))
+    await api.push(*(mutation("merge", f"t{i:02}", {"done": True}) for i in range(0, 10, 3)))
+    await api.push(mutation("delete", "t00"), mutation("delete", "t05"))
+    floor = int((await api.push(mutation("delete", "t07")))["cursor"])
+    report = await api.server.run_retention()
+    assert report.dropped == 3 and report.removed > 0
+    # after the floor: changes a later page carries
+    await api.push(mutation("insert", "t20", {"title": "late"}), mutation("delete", "t01"))
+    await api.push(mutation("merge", "t03", {"title": "t3 again"}, mid="merge-t03-again"))
+    return floor
+
+
+async def test_a_paged_global_pull_from_0_completes_past_the_floor(
+    make_api: MakeApi, store_url: str
+) -> None:
+    """The original client's cloneUp pages the global-cursor pull from "0": its first answer
+    reaches the compaction floor, so the next pages start past it and are never refused."""
+    async with make_api(store=store_url, server=EXPIRE_AT_ONCE) as api:
+        floor = await _compacted_log(api)
+        live = await api.ok("clone", {"clientId": "c1"})
+        expected = {(table, row["id"]): row for table, rows in live["data"].items() for row in rows}
+        held: dict[tuple[str, str], Any] = {}
+        cursor, pages = "0", []
+        for _ in range(50):  # bounded: a pull that never ends fails here
+            answer = await api.ok("pull", {"clientId": "c1", "cursor": cursor, "limit": 3})
+            if answer["nextCursor"] is None:
+                break
+            pages.append(answer)
+            for change in answer["changes"]:
+                key = (change["resource"], change["id"])
+                if change["op"] == "delete":
+                    held.pop(key, None)
+                else:
+                    held[key] = {**held.get(key, {}), **change["record"]}
+            cursor = answer["nextCursor"]
+        else:
+            pytest.fail("the global pull did not finish")
+        assert int(pages[0]["nextCursor"]) >= floor > 3  # the first answer reached the floor
+        assert len(pages[0]["changes"]) > 3 and len(pages) > 1
+        assert held == expected
+        assert held[("todos", "t03")]["title"] == "t3 again" and ("todos", "t01") not in held
+        # from a cursor inside the compacted range, the pull is refused as ever
+        for below in ("1", str(floor - 1)):
+            error = await api.error(
+                "pull", {"clientId": "c1", "cursor": below}, status=410, code="CURSOR_EXPIRED"
+            )
+            assert error["details"]["path"] == "cursor"
+        assert (await api.ok("pull", {"clientId": "c1", "cursor": str(floor)}))["changes"]
+
+
+async def test_a_global_pull_from_0_beyond_max_clone_records_is_refused(
+    make_api: MakeApi,
+) -> None:
+    settings = {**EXPIRE_AT_ONCE, "limits": {"max_clone_records": 5}}
+    async with make_api(server=settings) as api:
+        await _compacted_log(api)
+        error = await api.error(
+            "pull",
+            {"clientId": "c1", "cursor": "0", "limit": 2},
+            status=400,
+            code="LIMIT_EXCEEDED",
+        )
+        assert error["details"]["path"] == "cursor" and "floor" in error["message"]
+        # a page that reaches the floor by itself needs no more
+        answer = await api.ok("pull", {"clientId": "c1", "cursor": "0", "limit": 1000})
+        assert answer["nextCursor"] is not None
+
+
 async def test_without_retention_nothing_expires(make_api: MakeApi) -> None:
     async with make_api() as api:
         await api.push(mutation("insert", "a", {"title": "a"}))

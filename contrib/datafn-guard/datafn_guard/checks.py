@@ -147,6 +147,49 @@ def resource_refs(phase: str, payload: dict[str, Any]) -> Iterator[tuple[Any, st
             yield name, f"data.{name}"
 
 
+def unnamed_scope(phase: str, payload: dict[str, Any]) -> str | None:
+    """The path of a payload that asks for every synced resource without naming any (the
+    global-cursor pull ``{clientId, cursor}``, a clone without ``tables`` nor ``page``), or
+    None. The server tells which resources those are in ``SyncContext.resources``."""
+    if phase == "pull" and "cursor" in payload and "cursors" not in payload:
+        return "cursor"
+    if phase == "clone" and payload.get("tables") is None and payload.get("page") is None:
+        return "tables"
+    return None
+
+
+def check_unnamed_allowed(
+    what: str,
+    allowed: list[str],
+    phase: str,
+    payload: dict[str, Any],
+    resources: tuple[str, ...],
+    side: str,
+) -> None:
+    """Refuse a payload of :func:`unnamed_scope` when one of the resources it is served
+    (``resources``, from the context) is not allowed; fail-closed when none are known."""
+    path = unnamed_scope(phase, payload)
+    if path is None:
+        return
+    if not resources:
+        raise GuardVeto(
+            what,
+            f"the {phase} asks for every synced resource without naming them, and the "
+            "context does not say which (SyncContext.resources is empty)",
+            path=path,
+        )
+    refused = [name for name in dict.fromkeys(resources) if name not in allowed]
+    if refused:
+        raise GuardVeto(
+            what,
+            f"the {phase} asks for every synced resource, and "
+            f"{', '.join(map(repr, refused))} {'is' if len(refused) == 1 else 'are'} not "
+            f"allowed on the {side} side (allowed: {', '.join(allowed) or 'none'}); name the "
+            "resources instead",
+            path=path,
+        )
+
+
 def check_allowed(what: str, allowed: list[str] | None, value: Any, path: str, side: str) -> None:
     if allowed is not None and value not in allowed:
         raise GuardVeto(

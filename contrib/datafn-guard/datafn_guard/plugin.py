@@ -27,6 +27,7 @@ from datafn_guard.checks import (
     check_batch_size,
     check_payload_size,
     check_schema,
+    check_unnamed_allowed,
     load_rule,
     resource_refs,
 )
@@ -117,6 +118,9 @@ async def datafn_before_sync(phase: str, payload: Any, context: SyncContext) -> 
     if allowed.resources is not None:
         for name, path in resource_refs(phase, payload):
             check_allowed(f"{side}.resources", allowed.resources, name, path, side)
+        check_unnamed_allowed(
+            f"{side}.resources", allowed.resources, phase, payload, context.resources, side
+        )
     if current.schema is not None:
         check_schema(phase, payload, current.schema)
     for rule in current.rules:

@@ -89,6 +89,54 @@ async def test_resources_are_allowed_per_side_with_the_path(datafn_project: Data
         await passes(datafn_project, "reconcile", body, SERVER)
 
 
+async def test_forms_serving_every_resource_are_checked_against_the_list(
+    datafn_project: DatafnProject,
+) -> None:
+    """The global-cursor pull and a clone without tables name no resource: the guard checks
+    the resources the context says they serve, and refuses when it cannot tell."""
+    datafn_project.write('[tool.datafn.guard.server]\nresources = ["todos"]\n', schema=SCHEMA)
+    both = SyncContext(side="server", client_id="c1", resources=("todos", "notes"))
+    todos = SyncContext(side="server", client_id="c1", resources=("todos",))
+    for phase, payload, path in (
+        ("pull", {"clientId": "c1", "cursor": "0"}, "cursor"),
+        ("clone", {"clientId": "c1"}, "tables"),
+        ("clone", {"clientId": "c1", "tables": None}, "tables"),
+    ):
+        veto = await vetoed(datafn_project, phase, payload, both)
+        assert (veto.rule, veto.code, veto.path) == ("server.resources", "FORBIDDEN", path)
+        assert "'notes' is not allowed on the server side" in veto.reason
+        veto = await vetoed(datafn_project, phase, payload, SERVER)  # no resources: closed
+        assert (veto.rule, veto.path) == ("server.resources", path)
+        await passes(datafn_project, phase, payload, todos)
+    # the forms that name their resources are checked by name, whatever the context says
+    await passes(datafn_project, "clone", {"clientId": "c1", "tables": ["todos"]}, both)
+    await passes(datafn_project, "pull", {"clientId": "c1", "cursors": {"todos": "0"}}, both)
+
+
+async def test_the_servers_global_pull_and_full_clone_respect_the_list(
+    datafn_project: DatafnProject, datafn_server: Any
+) -> None:
+    from datafn.schema import load_schema
+    from datafn.server.memory import MemoryServerStore
+
+    datafn_project.write('[tool.datafn.guard.server]\nresources = ["todos"]\n', schema=SCHEMA)
+    store = MemoryServerStore("memory://", load_schema(SCHEMA))
+    await store.seed("datafn", {"notes": [{"id": "secret", "body": "hidden"}]})
+    server = datafn_server(store=store)
+    async with httpx.AsyncClient(base_url=server.remote) as http:
+        for route, body, path in (
+            ("/pull", {"clientId": "c1", "cursor": "0"}, "cursor"),
+            ("/clone", {"clientId": "c1"}, "tables"),
+        ):
+            answer = await http.post(route, json=body)
+            assert answer.status_code == 403, answer.text
+            error = answer.json()["error"]
+            assert error["code"] == "FORBIDDEN" and error["details"]["path"] == path
+            assert "'notes'" in error["message"] and "hidden" not in answer.text
+        named = await http.post("/clone", json={"clientId": "c1", "tables": ["todos"]})
+        assert named.json()["result"]["data"] == {"todos": []}
+
+
 async def test_batch_and_payload_limits(datafn_project: DatafnProject) -> None:
     datafn_project.write("[tool.datafn.guard]\nmax-batch-size = 2\nmax-payload-bytes = 400\n")
     many = push(*[mutation({"title": "x"}) for _ in range(3)])
