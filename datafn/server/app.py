@@ -275,7 +275,11 @@ class DatafnServer:
         self._idle.set()
         self._opened = False
         self._open_lock = anyio.Lock()
-        self._health_lock = anyio.Lock()
+        #: Seconds ``GET <base>/health`` waits for the store's readiness check before it
+        #: answers 503.
+        self.health_timeout = _HEALTH_TIMEOUT
+        self._health_check: asyncio.Task[float | None] | None = None
+        self._health_check_started = 0.0
         self._healthy = True
         self._shutdown_callbacks: list[Callable[[], Awaitable[None]]] = []
         base = self.settings.base_path.rstrip("/")
@@ -361,6 +365,8 @@ class DatafnServer:
             await self._idle.wait()
         if self._in_flight:
             log.warning("closing with %d requests still in flight", self._in_flight)
+        if self._health_check is not None:
+            self._health_check.cancel()  # a check blocked in a worker thread is not awaited
         async with self._open_lock:
             if not self._opened:
                 return
@@ -468,31 +474,53 @@ class DatafnServer:
 
     async def _store_ready(self) -> bool:
         """Whether the store answers :meth:`ServerStore.check_ready` within
-        ``_HEALTH_TIMEOUT`` seconds; one check at a time, so probes never crowd the pool."""
-        with anyio.move_on_after(_HEALTH_TIMEOUT):
-            async with self._health_lock:
-                try:
-                    if not self._opened:  # mounted without a lifespan, or not reachable yet
-                        await self.open()
-                    await self.store.check_ready()
-                except Exception as exc:
-                    if self._healthy:  # logged once per change, not once per probe
-                        reason = (str(exc).strip().splitlines() or [""])[0]
-                        log.warning(
-                            "health: the store is not ready: %s: %s",
-                            type(exc).__name__,
-                            mask_url(reason),
-                        )
-                    self._healthy = False
-                    return False
-                if not self._healthy:
-                    log.warning("health: the store is ready again")
-                self._healthy = True
+        :attr:`health_timeout` seconds.
+
+        The check runs in a task of its own that the probe waits for with a deadline: a check
+        blocked where it cannot be cancelled (a worker thread waiting on the database) does
+        not hold the probe. Concurrent probes share the check in flight (one at a time, so
+        probes never crowd the pool), and a check older than the deadline answers "not ready"
+        at once, also when it ends late."""
+        loop = asyncio.get_running_loop()
+        task = self._health_check
+        if task is None or task.done():
+            task = self._health_check = loop.create_task(self._check_store())
+            self._health_check_started = loop.time()
+        deadline = self._health_check_started + self.health_timeout
+        remaining = deadline - loop.time()
+        if remaining > 0:
+            await asyncio.wait((task,), timeout=remaining)
+        if task.done() and not task.cancelled():
+            answered = task.result()  # when the store answered; None: it is not ready
+            if answered is None:
+                return False
+            if answered <= deadline:
                 return True
         if self._healthy:
-            log.warning("health: the store did not answer within %g s", _HEALTH_TIMEOUT)
+            log.warning("health: the store did not answer within %g s", self.health_timeout)
         self._healthy = False
         return False
+
+    async def _check_store(self) -> float | None:
+        """Check the store; the loop time it answered at, or ``None`` when it is not ready."""
+        try:
+            if not self._opened:  # mounted without a lifespan, or not reachable yet
+                await self.open()
+            await self.store.check_ready()
+        except Exception as exc:
+            if self._healthy:  # logged once per change, not once per probe
+                reason = (str(exc).strip().splitlines() or [""])[0]
+                log.warning(
+                    "health: the store is not ready: %s: %s",
+                    type(exc).__name__,
+                    mask_url(reason),
+                )
+            self._healthy = False
+            return None
+        if not self._healthy:
+            log.warning("health: the store is ready again")
+        self._healthy = True
+        return asyncio.get_running_loop().time()
 
     async def _handle(self, request: Request, action: str) -> Response:
         self._in_flight += 1
@@ -543,7 +571,7 @@ class DatafnServer:
             client_id=payload.get("clientId") if isinstance(payload.get("clientId"), str) else None,
             namespace=namespace,
             identity=identity,
-            resources=resources_of(action, prepared),
+            resources=resources_of(action, prepared, self.schema),
         )
         try:
             replaced = await self._caller.before_sync(action, payload, sync_context)

@@ -67,6 +67,10 @@ __all__ = ["FORMAT_VERSION", "SqlServerStore", "records_table_name"]
 #: Version of the table layout, kept in datafn_meta.
 FORMAT_VERSION = 1
 
+#: Milliseconds each statement of the readiness check may take on PostgreSQL (the health
+#: probe answers 503 after 5 s whatever the store does; this frees the worker thread too).
+READY_STATEMENT_TIMEOUT_MS = 5000
+
 T = TypeVar("T")
 
 #: The most changes a pull reads on the calling thread; a longer answer is read in a worker
@@ -343,10 +347,12 @@ class SqlServerStore(ServerStore):
     def _check_ready(self) -> None:
         """The layout is this version's and every table answers with all its columns (no row
         is read). A pooled connection the database dropped is replaced once (a restarted
-        PostgreSQL is ready on the first check after it is back)."""
+        PostgreSQL is ready on the first check after it is back). On PostgreSQL each statement
+        is bounded (``READY_STATEMENT_TIMEOUT_MS``, in a transaction rolled back at the end, so
+        the pooled connection keeps its settings): a database that hangs fails the check."""
         for attempt in range(2):
             try:
-                with self._read() as conn:
+                with self._read() if self.dialect != "postgresql" else self._bounded() as conn:
                     found = conn.execute(
                         sa.select(self.tables.meta.c.value).where(
                             self.tables.meta.c.key == "format"
@@ -360,6 +366,17 @@ class SqlServerStore(ServerStore):
             except sa.exc.DBAPIError as exc:
                 if attempt or not exc.connection_invalidated:
                     raise
+
+    def _bounded(self) -> Connection:
+        """A PostgreSQL connection in a transaction whose statements time out after
+        ``READY_STATEMENT_TIMEOUT_MS`` (``SET LOCAL``: undone when the transaction ends)."""
+        conn = self.engine.connect()
+        try:
+            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {READY_STATEMENT_TIMEOUT_MS}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(functools.partial(func, *args), limiter=self._limiter)
