@@ -8,6 +8,7 @@ result. HTTP, authentication and hooks are the business of :mod:`datafn.server.a
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,7 @@ from typing import Any
 
 from datafn.config import LimitsSettings
 from datafn.digest import CAPABILITY as DIGEST_CAPABILITY
-from datafn.digest import ReconcileDigestRequest
+from datafn.digest import MAX_DIGEST_RANGES, ReconcileDigestRequest
 from datafn.errors import CursorExpired, ValidationFailed
 from datafn.protocol import (
     CAPABILITIES,
@@ -71,6 +72,10 @@ class PreparedSeed:
 
 def _limit_exceeded(message: str, path: str) -> ValidationFailed:
     return ValidationFailed(message, code="LIMIT_EXCEEDED", path=path)
+
+
+def _seq_of(change: Change) -> int:
+    return change.seq
 
 
 def _last_id(rows: Sequence[dict[str, Any]]) -> str:
@@ -273,6 +278,16 @@ class SyncService:
 
     def validate_reconcile(self, payload: Any) -> ReconcileRequest | ReconcileDigestRequest:
         if isinstance(payload, dict) and ("digest" in payload or "fetch" in payload):
+            for form in ("digest", "fetch"):
+                spec = payload.get(form)
+                ranges = spec.get("ranges") if isinstance(spec, dict) else None
+                # bounds are ids: the id length limit and no NUL (PostgreSQL text holds none);
+                # more ranges than allowed are refused by the model below
+                listed = ranges[:MAX_DIGEST_RANGES] if isinstance(ranges, list) else []
+                for index, item in enumerate(listed):
+                    if isinstance(item, dict):
+                        for bound in ("after", "until"):
+                            self._check_id(item.get(bound), f"{form}.ranges[{index}].{bound}")
             digest = ReconcileDigestRequest.from_wire(payload)  # the content form
             _check_text(digest.client_id, "clientId", "clientId")
             form = "digest" if digest.digest is not None else "fetch"
@@ -427,7 +442,7 @@ class SyncService:
                 "next": {table: _last_id(rows) if len(rows) >= limit else None},
             }
         if request.tables is None:
-            tables = [r.name for r in self.schema.resources if not r.is_remote_only]
+            tables = synced_resources(self.schema)
         else:
             tables = list(dict.fromkeys(request.tables))
         # Without a page, every record of every table: clients that ask this way (the
@@ -485,13 +500,18 @@ class SyncService:
     async def global_pull(self, namespace: str, request: GlobalPullRequest) -> dict[str, Any]:
         """The changes of every synced resource after one global cursor, in seq order:
         ``op`` is ``upsert`` (the stored record, or the delta of a merge) or ``delete``;
-        ``nextCursor`` is the seq of the last change, null when there was none."""
+        ``nextCursor`` is the seq of the last change, null when there was none.
+
+        A cursor below a compaction floor is refused (``CURSOR_EXPIRED``), but for 0: that
+        answer reaches past the floor (:meth:`_past_the_floor`), so its next pages are not."""
         since = int(request.cursor)
         limit = min(request.limit or 100, self.limits.max_pull_limit)
-        names = [r.name for r in self.schema.resources if not r.is_remote_only]
+        names = synced_resources(self.schema)
         changes = await self.store.changes_since(namespace, dict.fromkeys(names, since), limit)
         if since:
             _refuse_expired(changes, dict.fromkeys(names, since), path="cursor")
+        elif len(changes) >= limit:
+            changes = await self._past_the_floor(namespace, names, changes)
         # from 0 a client holds no server data a dropped delete would concern (the original
         # client's cloneUp asks that way): the expire rows are left out
         listed = [change for change in changes if change.op != "expire"]
@@ -516,6 +536,34 @@ class SyncService:
             ],
             "nextCursor": str(changes[-1].seq) if changes else None,
         }
+
+    async def _past_the_floor(
+        self, namespace: str, names: list[str], page: list[Change]
+    ) -> list[Change]:
+        """The first answer of a global pull from 0, given its first ``page`` (full): when a
+        compaction floor lies beyond it, every change up to the floor, read from one snapshot,
+        and the rest of the page. A next page from below the floor would be refused, as the
+        deletes dropped there may concern what this page gave; past it, nothing was dropped.
+        Up to the floor the log is compacted (one row per record), but it may hold more than
+        ``max-clone-records`` changes: then the answer is LIMIT_EXCEEDED, as for a clone."""
+        floors = await self.store.compaction_floors(namespace, names)
+        if max(floors.values(), default=0) <= page[-1].seq:
+            return page
+        budget = self.limits.max_clone_records
+        changes = await self.store.changes_since(namespace, dict.fromkeys(names, 0), budget + 1)
+        # the floor as this snapshot has it (compaction may have raised it since)
+        floor = max(
+            [*floors.values(), *(change.seq for change in changes if change.op == "expire")]
+        )
+        through = bisect.bisect_right(changes, floor, key=_seq_of)
+        if through > budget:
+            raise _limit_exceeded(
+                f"a global pull from cursor 0 answers every change up to the compaction floor "
+                f"(seq {floor}) at once, at most {budget}; clone page by page instead "
+                "(`page`: {table, afterId, limit}), then pull from the clone's cursors",
+                "cursor",
+            )
+        return changes[: max(through, len(page))]
 
     async def push(self, namespace: str, prepared: PreparedPush) -> dict[str, Any]:
         request = prepared.request
@@ -594,16 +642,24 @@ class SyncService:
             log.warning("publishing seq %s of %r failed", after, namespace, exc_info=True)
 
 
-def resources_of(action: str, request: Any) -> tuple[str, ...]:
-    """The resources a validated request concerns (for the hooks' SyncContext)."""
+def synced_resources(schema: Schema) -> list[str]:
+    """The resources a clone without ``tables`` and a global-cursor pull serve: every
+    resource of the schema but the remote-only ones."""
+    return [r.name for r in schema.resources if not r.is_remote_only]
+
+
+def resources_of(action: str, request: Any, schema: Schema) -> tuple[str, ...]:
+    """The resources a validated request concerns (for the hooks' SyncContext): for the
+    forms that name none (a clone without ``tables``, the global-cursor pull), every resource
+    they serve, so a policy on resources sees them (:func:`synced_resources`)."""
     names: Mapping[str, Any] | list[str]
     if action == "clone":
         if request.page is not None:
             return (request.page.table,)
-        names = request.tables or []
+        names = synced_resources(schema) if request.tables is None else request.tables
     elif action == "pull":
         if isinstance(request, GlobalPullRequest):
-            return ()
+            return tuple(synced_resources(schema))
         names = [name for name in request.cursors if not is_feed_key(name)]
     elif action == "push":
         names = [m.resource for m in request.mutations if m.resource]

@@ -218,6 +218,20 @@ async def test_the_count_form_is_still_answered(store_url: str, tmp_path: Path) 
         ({"fetch": {"resource": "nope", "ranges": [{}]}}, "fetch.resource"),
         ({"fetch": {"resource": "audit", "ranges": [{}]}}, "fetch.resource"),
         ({"digest": {"resource": "todos", "ranges": [{}]}, "fetch": {}}, None),
+        # range bounds are ids: no NUL (PostgreSQL text holds none), the id length limit
+        (
+            {"digest": {"resource": "todos", "ranges": [{"until": "a\x00"}]}},
+            "digest.ranges[0].until",
+        ),
+        (
+            {"digest": {"resource": "todos", "ranges": [{"until": "a"}, {"after": "b\x00"}]}},
+            "digest.ranges[1].after",
+        ),
+        ({"fetch": {"resource": "todos", "ranges": [{"after": "\x00"}]}}, "fetch.ranges[0].after"),
+        (
+            {"fetch": {"resource": "todos", "ranges": [{"until": "z" * 256}]}},
+            "fetch.ranges[0].until",
+        ),
     ],
 )
 async def test_digest_requests_are_bounded_and_validated(
@@ -230,7 +244,7 @@ async def test_digest_requests_are_bounded_and_validated(
             answer = await http.post("/reconcile", json={"clientId": "ts", **body})
         assert answer.status_code == 400
         error = answer.json()["error"]
-        assert error["code"] in ("DFQL_INVALID", "DFQL_UNKNOWN_RESOURCE")
+        assert error["code"] in ("DFQL_INVALID", "DFQL_UNKNOWN_RESOURCE", "LIMIT_EXCEEDED")
         if path is not None:
             assert error["details"]["path"] == path
 
