@@ -33,6 +33,7 @@ import sys
 import types
 import typing
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any, TypedDict, TypeVar
@@ -256,7 +257,7 @@ def _map_type(tp: Any, seen: frozenset[type] = frozenset()) -> _Mapped:
                 enum=joined,
                 integer=all(m.integer for m in mapped),
             )
-        return _Mapped("json", nullable=True)
+        return _Mapped("json", nullable=nullable)
     if origin is typing.Literal:
         return _literal_type(typing.get_args(tp))
     if getattr(tp, "__name__", None) == "JsonValue" or str(tp).endswith("JsonValue"):
@@ -629,6 +630,67 @@ def record_from_model(
 
 
 def record_to_model(model: type[ModelT], record: Mapping[str, Any]) -> ModelT:
-    """A stored record as an instance of ``model`` (fields the model lacks are left out)."""
+    """A stored record as an instance of ``model`` (fields the model lacks are left out).
+
+    A ``date``/``datetime`` field is given what the DataFn ``date`` type accepts, as other
+    clients may write it: epoch milliseconds (UTC) and any ISO 8601 form become the field's
+    type (a date-time read into a ``date`` field is its date, in UTC when it has an offset)."""
     fields = model.model_fields
-    return model.model_validate({k: v for k, v in record.items() if k in fields})
+    kinds = _date_fields(model)
+    values = {k: v for k, v in record.items() if k in fields}
+    for name, kind in kinds.items():
+        value = values.get(name)
+        if value is not None:
+            values[name] = _date_value(value, kind)
+    return model.model_validate(values)
+
+
+_DATE_FIELDS: weakref.WeakKeyDictionary[type[BaseModel], dict[str, type[dt.date]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _date_fields(model: type[BaseModel]) -> dict[str, type[dt.date]]:
+    """The fields of ``model`` typed ``date`` or ``datetime`` (or ``None`` with one of them):
+    their names and that type."""
+    found = _DATE_FIELDS.get(model)
+    if found is None:
+        found = {}
+        for name, info in model.model_fields.items():
+            tp = info.annotation
+            if typing.get_origin(tp) in (typing.Union, types.UnionType):
+                present = [a for a in typing.get_args(tp) if a is not type(None)]
+                tp = present[0] if len(present) == 1 else None
+            while typing.get_origin(tp) is typing.Annotated:
+                tp = typing.get_args(tp)[0]
+            if isinstance(tp, type) and issubclass(tp, dt.date):
+                found[name] = dt.datetime if issubclass(tp, dt.datetime) else dt.date
+        _DATE_FIELDS[model] = found
+    return found
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _date_value(value: Any, kind: type[dt.date]) -> Any:
+    """A DataFn ``date`` value as a ``kind`` (``date`` or ``datetime``); any other value, or
+    one no ``kind`` can hold, unchanged (the model's validation then reports it)."""
+    moment: dt.datetime | dt.date
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            moment = _EPOCH + dt.timedelta(milliseconds=value)
+        except OverflowError:
+            return value
+    elif isinstance(value, str):
+        text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+        try:
+            moment = dt.datetime.fromisoformat(text)
+        except ValueError:
+            return value
+    else:
+        return value
+    if kind is dt.datetime:
+        return moment
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC)
+    return moment.date()

@@ -114,6 +114,7 @@ class Everything(BaseModel):
     extra: Extra | None = None
     anything: Any = None
     either: int | str = 0
+    either_or_none: int | str | None = None
 
 
 def test_every_supported_field_type_maps() -> None:
@@ -147,12 +148,16 @@ def test_every_supported_field_type_maps() -> None:
             {"name": "point", "type": "object", "nullable": True, "default": None},
             {"name": "extra", "type": "object", "nullable": True, "default": None},
             {"name": "anything", "type": "json", "nullable": True, "default": None},
-            {"name": "either", "type": "json", "nullable": True, "default": 0},
+            {"name": "either", "type": "json", "default": 0},
+            {"name": "either_or_none", "type": "json", "nullable": True, "default": None},
         ],
     }
     # and the kernel accepts it as it is
     spec = load_schema([Everything]).resource("everything")
     assert spec.field("count").max == 99  # type: ignore[union-attr]
+    with pytest.raises(ValidationFailed, match="null") as info:  # a union without None
+        spec.validate_record({"id": "e1", "text": "t", "ratio": 0.5, "when": 0, "either": None})
+    assert info.value.path == "$.either"
 
 
 def test_a_sqlmodel_table_class_maps_with_its_table_name_and_options() -> None:
@@ -549,3 +554,40 @@ def test_a_blocking_client_has_typed_tables(tmp_path: Path) -> None:
         assert todos.count() == 1
         todos.delete(written.id or "")
         assert todos.query() == []
+
+
+class Dated(BaseModel):
+    id: str | None = None
+    day: dt.date | None = None
+    at: dt.datetime | None = None
+    since: Annotated[dt.date, PydanticField(description="required")] = dt.date(2000, 1, 1)
+
+
+async def test_every_value_of_the_date_type_reads_into_date_and_datetime_fields() -> None:
+    """What the schema's ``date`` type accepts from a dict client (epoch milliseconds, any ISO
+    8601 form) reads into a model's ``date``/``datetime`` fields; one such record does not
+    break a typed query."""
+    noon = dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.UTC)
+    millis = int(noon.timestamp() * 1000)
+    async with Client(schema=[Dated], store="memory://", use_env=False) as client:
+        raw = client.table("dated")
+        await raw.insert({"id": "d1", "day": millis, "at": millis, "since": 86_400_000})
+        await raw.insert({"id": "d2", "day": "2024-01-01T10:00:00Z", "at": "2024-01-01"})
+        await raw.insert({"id": "d3", "day": "2024-01-01T23:30:00-05:00", "at": "20240101T1000"})
+        await raw.insert({"id": "d4", "day": "2024-02-03", "at": "2024-02-03T04:05:06+01:00"})
+        await raw.insert({"id": "d5", "day": None, "at": 0})
+        typed = client.table(Dated)
+        d1 = await typed.get("d1")
+        assert d1 is not None
+        assert (d1.day, d1.at, d1.since) == (noon.date(), noon, dt.date(1970, 1, 2))
+        got = {d.id: (d.day, d.at) for d in await typed.query()}
+        assert got == {
+            "d1": (noon.date(), noon),
+            "d2": (dt.date(2024, 1, 1), dt.datetime(2024, 1, 1)),
+            "d3": (dt.date(2024, 1, 2), dt.datetime(2024, 1, 1, 10)),  # the UTC date
+            "d4": (
+                dt.date(2024, 2, 3),
+                dt.datetime(2024, 2, 3, 4, 5, 6, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+            ),
+            "d5": (None, dt.datetime(1970, 1, 1, tzinfo=dt.UTC)),
+        }
