@@ -61,6 +61,7 @@ __all__ = [
     "SyncSettings",
     "WatchdogSettings",
     "WsReconnectSettings",
+    "check_remote_url",
     "find_pyproject",
     "load_config",
     "mask_url",
@@ -883,6 +884,12 @@ def _check_remote(config: Config) -> None:
     remote = config.sync.remote
     if not remote or config.sync.transport != "http":
         return
+    check_remote_url(remote, key=config._user_key(("sync", "remote")))
+
+
+def check_remote_url(remote: str, *, key: str | None) -> None:
+    """Raise :class:`ConfigError` (at ``key``) unless ``remote`` is an http(s) URL with a
+    host and a valid port (parsed with the standard library: no network, no httpx)."""
     from urllib.parse import urlsplit
 
     problem = None
@@ -892,7 +899,9 @@ def _check_remote(config: Config) -> None:
     except ValueError as exc:
         problem = str(exc)
     else:
-        if parts.scheme not in ("http", "https"):
+        if any(ch <= " " or ch == "\x7f" for ch in remote):
+            problem = "it holds a space or a control character"
+        elif parts.scheme not in ("http", "https"):
             problem = "the scheme must be http:// or https://"
         elif not parts.hostname:
             problem = "there is no host"
@@ -903,8 +912,8 @@ def _check_remote(config: Config) -> None:
         hint = f'; did you mean "http://{remote}"?'
     raise ConfigError(
         f"expected an http:// or https:// URL with a host, e.g. "
-        f'"http://127.0.0.1:8787/datafn", got {_show(remote)} ({problem}){hint}',
-        key=config._user_key(("sync", "remote")),
+        f'"http://127.0.0.1:8787/datafn", got {_show(mask_url(remote))} ({problem}){hint}',
+        key=key,
     )
 
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import datafn
 from datafn.client.transport import Transport
-from datafn.config import Config, SettingsRegistry, mask_url
+from datafn.config import Config, SettingsRegistry, check_remote_url, mask_url
 from datafn.errors import TransportError, ValidationFailed
 from datafn.plugin import hookimpl
 from datafn.registry import Registry
@@ -90,6 +90,14 @@ class HttpTransport(Transport):
         max_response_bytes: int | None = None,
     ) -> None:
         self.remote = remote.rstrip("/")
+        # refused here, as the configuration refuses it, not on the first request
+        from_config = config is not None and (config.sync.remote or "").rstrip("/") == self.remote
+        check_remote_url(
+            self.remote,
+            key=config._user_key(("sync", "remote"))
+            if config is not None and from_config
+            else "remote",
+        )
         section = HttpSettings()
         if config is not None:
             timeout = timeout or config.sync.request_timeout
@@ -137,19 +145,24 @@ class HttpTransport(Transport):
     async def request(self, endpoint: str, payload: Any) -> Any:
         import httpx
 
-        transport = self._transport if self._ready else self._prepare()
-        assert transport is not None
         url = f"{self.remote}/{endpoint}"
-        if payload is None:
-            request = httpx.Request("GET", url, headers=self._headers, extensions=self._extensions)
-        else:
-            request = httpx.Request(
-                "POST",
-                url,
-                content=orjson.dumps(payload),
-                headers=self._post_headers,
-                extensions=self._extensions,
-            )
+        try:
+            transport = self._transport if self._ready else self._prepare()
+            if payload is None:
+                request = httpx.Request(
+                    "GET", url, headers=self._headers, extensions=self._extensions
+                )
+            else:
+                request = httpx.Request(
+                    "POST",
+                    url,
+                    content=orjson.dumps(payload),
+                    headers=self._post_headers,
+                    extensions=self._extensions,
+                )
+        except (httpx.InvalidURL, UnicodeError) as exc:  # one the construction check let through
+            raise TransportError(f"cannot call {mask_url(url)}: invalid URL: {exc}") from None
+        assert transport is not None
         status = 0
         try:
             response = await transport.handle_async_request(request)

@@ -11,8 +11,9 @@ import pytest
 import respx
 
 import datafn
-from datafn import TransportError, ValidationFailed
+from datafn import ConfigError, TransportError, ValidationFailed
 from datafn.builtins.client_http import HttpTransport, environment_proxy
+from datafn.config import load_config
 
 REMOTE = "http://sync.test/datafn"
 
@@ -229,3 +230,35 @@ async def test_a_404_without_an_envelope_names_the_url_called() -> None:
             await answering(handler).request("pull", {})
         assert f"{REMOTE}/pull" in str(info.value)
         assert "base path" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("remote", "problem"),
+    [
+        ("http://[::1/datafn", "Invalid IPv6 URL"),
+        ("http://sync.test:99999/datafn", "out of range"),
+        ("http://sync.test:80x/datafn", "could not be cast"),
+        ("http://sync .test/datafn", "space or a control character"),
+        ("http://sync\x00.test/datafn", "space or a control character"),
+        ("ftp://sync.test/datafn", "the scheme must be"),
+        ("sync.test/datafn", 'did you mean "http://sync.test/datafn"'),
+    ],
+)
+def test_a_malformed_remote_is_refused_when_the_transport_is_built(
+    remote: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError, match="expected an http:// or https:// URL") as info:
+        HttpTransport(remote)
+    assert info.value.key == "remote"
+    assert problem in str(info.value)
+    config = load_config(sync={"remote": remote, "transport": "memory"}, use_env=False)
+    with pytest.raises(ConfigError) as info:  # named as the setting it came from
+        HttpTransport(remote, config)
+    assert info.value.key == "sync.remote"
+
+
+async def test_a_remote_httpx_cannot_encode_fails_as_a_transport_error() -> None:
+    transport = HttpTransport("http://user:s3cret@xn--a/datafn")  # invalid punycode
+    with pytest.raises(TransportError, match="invalid URL") as info:
+        await transport.request("status", None)
+    assert "s3cret" not in str(info.value)
