@@ -579,24 +579,25 @@ class DatafnServer:
             raise self._vetoed(exc) from None
         if replaced is not payload:
             payload = replaced
-            prepared = await self._validate(action, payload, size)
+            # a plugin's payload: its size in bytes is not known, so every bound is counted
+            prepared = await self._validate(action, payload, None)
         result = await self.service.run(action, namespace, prepared)
         await self._caller.after_sync(action, payload, result, sync_context)
         return result
 
-    async def _validate(self, action: str, payload: Any, size: int) -> Any:
+    async def _validate(self, action: str, payload: Any, size: int | None) -> Any:
         """Bound the body (:mod:`datafn.server.bounds`), then validate it; a body larger than
         ``_VALIDATE_ON_LOOP_BYTES`` is validated in a worker thread, so the other clients are
         not held while it is (validation is pure Python and yields the GIL every few ms)."""
-        if size <= _VALIDATE_ON_LOOP_BYTES:
-            return self._validate_now(action, payload)
+        if size is not None and size <= _VALIDATE_ON_LOOP_BYTES:
+            return self._validate_now(action, payload, size)
         return await anyio.to_thread.run_sync(
-            self._validate_now, action, payload, limiter=self._validation_limiter
+            self._validate_now, action, payload, size, limiter=self._validation_limiter
         )
 
-    def _validate_now(self, action: str, payload: Any) -> Any:
+    def _validate_now(self, action: str, payload: Any, size: int | None = None) -> Any:
         check_request_bounds(
-            action, payload, resources=len(self.schema.resources), limits=self.limits
+            action, payload, resources=len(self.schema.resources), limits=self.limits, size=size
         )
         return self.service.validate(action, payload)
 

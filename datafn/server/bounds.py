@@ -16,7 +16,7 @@ from datafn.config import LimitsSettings
 from datafn.errors import ValidationFailed
 from datafn.schema import _join_path
 
-__all__ = ["check_request_bounds", "count_json_values"]
+__all__ = ["check_request_bounds", "count_json_values", "most_json_values"]
 
 
 #: Pull cursor keys that are not resources (see :func:`datafn.server.service.is_feed_key`),
@@ -29,10 +29,26 @@ def _exceeded(message: str, path: str) -> ValidationFailed:
     return ValidationFailed(message, code="LIMIT_EXCEEDED", path=path)
 
 
+def most_json_values(size: int) -> int:
+    """The most JSON values a JSON text of ``size`` bytes can hold: every value takes at least
+    one byte and is separated from the next by at least one (``[1,1,1]``: 7 bytes, 4 values
+    with the array), so a body that small cannot exceed a node limit and need not be walked."""
+    return (size + 1) // 2
+
+
 def check_request_bounds(
-    action: str, payload: Any, *, resources: int, limits: LimitsSettings
+    action: str,
+    payload: Any,
+    *,
+    resources: int,
+    limits: LimitsSettings,
+    size: int | None = None,
 ) -> None:
-    """Refuse a body of ``action`` that holds more than the bounds allow (see the module)."""
+    """Refuse a body of ``action`` that holds more than the bounds allow (see the module).
+
+    ``size``: the body's length in bytes, when it was JSON text; a body too short to hold more
+    than ``max-body-nodes`` values (:func:`most_json_values`) is not counted value by value.
+    """
     if not isinstance(payload, dict):
         return
     names = {"clone": "tables", "reconcile": "resources", "pull": "cursors", "seed": "data"}
@@ -60,7 +76,8 @@ def check_request_bounds(
                         f"a seed holds at most {limits.max_seed_records} records",
                         _join_path("data", [name]),
                     )
-    count_json_values(payload, limit=limits.max_body_nodes)
+    if size is None or most_json_values(size) > limits.max_body_nodes:
+        count_json_values(payload, limit=limits.max_body_nodes)
 
 
 def count_json_values(value: Any, *, limit: int, path: str = "") -> int:

@@ -17,6 +17,8 @@ from typing import Any
 import anyio
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from datafn.errors import ValidationFailed
 from datafn.plugin import hookimpl
@@ -116,6 +118,54 @@ async def test_a_body_of_too_many_json_values_is_limit_exceeded(make_api: MakeAp
         assert "1000" in error["message"]
         body["mutations"][0]["record"]["tags"] = tags[:500]
         assert (await api.push(*body["mutations"]))["applied"] == ["insert-t1"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-9, 9) | st.text(max_size=2),
+        lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=2), inner),
+        max_leaves=60,
+    )
+)
+def test_a_json_text_holds_at_most_half_its_bytes_in_values(value: Any) -> None:
+    # why a body shorter than 2 × max-body-nodes bytes is not counted value by value
+    from datafn.server.bounds import count_json_values, most_json_values
+
+    text = orjson.dumps(value)
+    assert count_json_values(value, limit=10**9) <= most_json_values(len(text))
+
+
+def test_the_bound_on_values_per_byte_is_tight() -> None:
+    from datafn.server.bounds import count_json_values, most_json_values
+
+    for n in (0, 1, 2, 50):
+        text = orjson.dumps([1] * n)
+        assert count_json_values(orjson.loads(text), limit=10**9) == most_json_values(len(text))
+
+
+async def test_a_payload_a_plugin_replaces_is_counted_too(make_api: MakeApi) -> None:
+    class Inflate:
+        @hookimpl
+        async def datafn_before_sync(self, phase: str, payload: Any, context: Any) -> Any:
+            if phase != "push" or context.side != "server":
+                return None
+            record = payload["mutations"][0]["record"]
+            return {
+                **payload,
+                "mutations": [
+                    {**payload["mutations"][0], "record": {**record, "tags": ["t"] * 2000}}
+                ],
+            }
+
+    async with make_api(plugins=(Inflate(),), server={"limits": {"max_body_nodes": 1000}}) as api:
+        error = await api.error(
+            "push",
+            {"clientId": "c1", "mutations": [mutation("insert", "t1", {"title": "x"})]},
+            status=400,
+            code="LIMIT_EXCEEDED",
+        )
+        assert error["details"]["path"].startswith("mutations[0].record.tags[")
 
 
 async def test_lists_of_resources_are_bounded_by_the_schema(api: Api) -> None:
