@@ -7,13 +7,11 @@ blocking facade's threads or the typed tables unless they are used.
 
 from __future__ import annotations
 
-import importlib
+from datafn._lazy import lazy_exports as _lazy_exports
 
 #: ``typing.TYPE_CHECKING`` without importing typing (type checkers treat the name alike)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from datafn.client.blocking import (
         BlockingClient,
         BlockingModelTable,
@@ -113,22 +111,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module on first use, then keep it here."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        # a submodule reached as an attribute (``datafn.client.store.X``), as before the
-        # names were lazy: imported now, like ``import datafn.client.<name>`` would
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-        raise AttributeError(f"module 'datafn.client' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = _lazy_exports(globals(), _EXPORTS, __all__)
