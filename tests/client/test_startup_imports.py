@@ -20,6 +20,7 @@ import pytest
 
 from datafn.builtins.client_http import HttpTransport
 from datafn.errors import TransportError
+from datafn.testing.imports import modules_loaded
 from tests.client.conftest import SCHEMA
 
 pytest.importorskip("datafn_sqlmodel.client")
@@ -39,28 +40,19 @@ async def main():
         await client.table("todos").insert({"title": "t"})
 
 anyio.run(main)
-print(json.dumps([m for m in json.loads(sys.argv[4]) if m in sys.modules]))
 """
 
 
 def open_and_close(store: str, count: int, cwd: Path) -> list[str]:
     """Open and close a client in a fresh interpreter (built-in plugins and the SQLite store):
     the DEFERRED modules it loaded."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFN_")}
-    env["DATAFN_PLUGINS"] = "sqlmodel-client"
-    args = [json.dumps(SCHEMA), store, str(count), json.dumps(DEFERRED)]
-    result = subprocess.run(
-        [sys.executable, "-c", OPEN_AND_CLOSE, *args],
+    return modules_loaded(
+        OPEN_AND_CLOSE,
+        DEFERRED,
         cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        env={"DATAFN_PLUGINS": "sqlmodel-client"},
+        args=[json.dumps(SCHEMA), store, str(count)],
     )
-    assert result.returncode == 0, result.stderr
-    loaded: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
-    return loaded
 
 
 def test_opening_a_client_on_a_new_and_an_existing_file_defers_the_heavy_libraries(
@@ -73,25 +65,25 @@ def test_opening_a_client_on_a_new_and_an_existing_file_defers_the_heavy_librari
 
 def test_the_cli_commands_still_import_what_they_need(tmp_path: Path) -> None:
     # the probe can see them: the command line loads click, rich and the commands
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFN_")}
     probe = (
-        "import sys\nfrom datafn.cli import main\n"
-        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "print([m for m in ('click', 'datafn.builtins.client_commands',"
-        " 'datafn.builtins.server_commands', 'datafn.builtins.simulation_commands')"
-        " if m not in sys.modules])"
+        "from datafn.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
     )
+    commands = (
+        "click",
+        "datafn.builtins.client_commands",
+        "datafn.builtins.server_commands",
+        "datafn.builtins.simulation_commands",
+    )
+    assert modules_loaded(probe, commands, cwd=tmp_path) == list(commands)
     result = subprocess.run(
-        [sys.executable, "-c", probe],
+        [sys.executable, "-m", "datafn", "--help"],
         cwd=tmp_path,
-        env=env,
+        env={k: v for k, v in os.environ.items() if not k.startswith("DATAFN_")},
         capture_output=True,
         text=True,
         timeout=60,
-        check=False,
+        check=True,
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[]"
     for command in ("demo", "sync", "serve", "simulate"):
         assert command in result.stdout
 

@@ -6,8 +6,6 @@ that keeps it low (which modules an import loads), in fresh interpreters.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import datafn
+from datafn.testing.imports import modules_loaded
 
 #: Heavy libraries no ``import datafn`` needs.
 DEFERRED = ("pydantic", "anyio", "pluggy", "httpx", "sqlalchemy", "rich", "click", "ssl")
@@ -22,21 +21,7 @@ DEFERRED = ("pydantic", "anyio", "pluggy", "httpx", "sqlalchemy", "rich", "click
 
 def loaded_after(code: str, cwd: Path) -> list[str]:
     """The modules among DEFERRED that a fresh interpreter has loaded after running ``code``."""
-    report = f"print(json.dumps([m for m in {DEFERRED!r} if m in sys.modules]))"
-    probe = f"{code}\nimport json, sys\n{report}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFN_")}
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    loaded: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
-    return loaded
+    return modules_loaded(code, DEFERRED, cwd=cwd)
 
 
 def test_import_datafn_loads_none_of_the_heavy_libraries(tmp_path: Path) -> None:

@@ -3,35 +3,21 @@ has datafn-sqlmodel installed loads it, and only a server that selects the bus n
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from datafn.plugin.manager import PluginManager
+from datafn.testing.imports import modules_loaded
 from datafn_sqlmodel import bus
 from datafn_sqlmodel.pg_bus import CHANNEL, PostgresNotificationBus
 
 
 def test_loading_the_plugin_imports_neither_psycopg_nor_the_server(tmp_path: Path) -> None:
-    probe = (
-        "import json, sys\nimport datafn_sqlmodel.bus\n"
-        "print(json.dumps([m for m in ('psycopg', 'datafn.server', 'starlette')"
-        " if m in sys.modules]))"
+    assert (
+        modules_loaded(
+            "import datafn_sqlmodel.bus", ("psycopg", "datafn.server", "starlette"), cwd=tmp_path
+        )
+        == []
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFN_")}
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == []
 
 
 def test_the_registered_factory_builds_the_bus_without_connecting() -> None:

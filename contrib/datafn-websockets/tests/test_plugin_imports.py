@@ -3,38 +3,26 @@ loads the plugin, and only one with ``sync.ws`` on needs the channel."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import datafn_websockets
 from datafn.config import WsReconnectSettings
 from datafn.events import EventBus
 from datafn.plugin.manager import PluginManager
+from datafn.testing.imports import modules_loaded
 from datafn_websockets import plugin
 from datafn_websockets.channel import WebSocketChannel
 
 
 def test_loading_the_plugin_imports_neither_websockets_nor_the_server(tmp_path: Path) -> None:
-    probe = (
-        "import json, sys\nimport datafn_websockets, datafn_websockets.plugin\n"
-        "print(json.dumps([m for m in ('websockets', 'starlette', 'datafn.server',"
-        " 'datafn_websockets.channel') if m in sys.modules]))"
+    assert (
+        modules_loaded(
+            "import datafn_websockets, datafn_websockets.plugin",
+            ("websockets", "starlette", "datafn.server", "datafn_websockets.channel"),
+            cwd=tmp_path,
+        )
+        == []
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFN_")}
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == []
 
 
 def test_the_registered_factory_builds_the_channel() -> None:
