@@ -13,7 +13,6 @@ Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
+from bench_scale import Driver, bench_clone, bench_empty_pull, bench_pull
 from bench_support import postgres_database
 
 from datafn.testing.process import ServerProcess
@@ -50,20 +49,6 @@ def server(database: str, workdir: Path) -> Iterator[str]:
         yield proc.remote
 
 
-class Driver:
-    def __init__(self, base: str) -> None:
-        self.http = httpx.Client(base_url=base, timeout=60)
-
-    def post(self, route: str, body: Any) -> Any:
-        response = self.http.post(
-            f"/{route}", content=orjson.dumps(body), headers={"content-type": "application/json"}
-        )
-        envelope = orjson.loads(response.content)
-        if not envelope["ok"]:
-            raise RuntimeError(envelope["error"])
-        return envelope["result"]
-
-
 def bench_push(driver: Driver, batch: int, total: int, prefix: str) -> float:
     batches = max(1, total // batch)
     start = time.perf_counter()
@@ -79,57 +64,15 @@ def bench_push(driver: Driver, batch: int, total: int, prefix: str) -> float:
             }
             for i in range(batch)
         ]
-        result = driver.post("push", {"clientId": "bench", "mutations": mutations})
+        result = driver.post("push", orjson.dumps({"clientId": "bench", "mutations": mutations}))
         assert result["ok"], result["errors"][:1]
     return batches * batch / (time.perf_counter() - start)
-
-
-def bench_clone(driver: Driver) -> tuple[float, int]:
-    after = None
-    served = 0
-    start = time.perf_counter()
-    while True:
-        page = driver.post(
-            "clone",
-            {"clientId": "bench", "page": {"table": "todos", "afterId": after, "limit": 1000}},
-        )
-        served += len(page["data"]["todos"])
-        after = page["next"]["todos"]
-        if after is None:
-            break
-    return served / (time.perf_counter() - start), served
-
-
-def bench_pull(driver: Driver) -> tuple[float, int]:
-    cursors = {"todos": "0"}
-    served = 0
-    start = time.perf_counter()
-    while True:
-        result = driver.post("pull", {"clientId": "bench", "cursors": cursors, "limit": 1000})
-        served += len(result["records"].get("todos", [])) + len(result["merged"].get("todos", []))
-        cursors = result["cursors"]
-        if not result["hasMore"]:
-            break
-    return served / (time.perf_counter() - start), served
-
-
-def bench_empty_pull(driver: Driver, n: int = 2000) -> tuple[float, float]:
-    head = driver.post("pull", {"clientId": "bench", "cursors": {"todos": "0"}, "limit": 1})
-    cursors = {"todos": "999999999"}
-    del head
-    timings = []
-    for _ in range(n):
-        start = time.perf_counter()
-        driver.post("pull", {"clientId": "bench", "cursors": cursors})
-        timings.append((time.perf_counter() - start) * 1000)
-    quantiles = statistics.quantiles(timings, n=100)
-    return statistics.median(timings), quantiles[98]
 
 
 def run_backend(name: str, database: str, workdir: Path, records: int) -> dict[str, Any]:
     with server(database, workdir) as base:
         driver = Driver(base)
-        driver.post("pull", {"clientId": "warm", "cursors": {"todos": "0"}})
+        driver.post("pull", orjson.dumps({"clientId": "warm", "cursors": {"todos": "0"}}))
         row: dict[str, Any] = {"backend": name}
         row["push100"] = bench_push(driver, 100, records // 2, "a")
         row["push500"] = bench_push(driver, 500, records // 2, "b")
